@@ -1,0 +1,72 @@
+"""The materializer: spec -> ``torch.nn.Module``, built once.
+
+The builder owns every rule that spans layers: chaining input widths, giving the
+first layer of a stage the stage's stride, and the stochastic-depth ramp over the
+global layer index.  ``forward`` never looks at the spec again.
+
+Module names follow the architecture: ``stem``, ``stages.<i>.<j>``, ``head``,
+``pool``, ``dropout``, ``classifier``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .blocks import LAYERS, ConvBNAct
+from .spec import Spec, iter_layers
+
+__all__ = ["Network", "build_model"]
+
+
+class Network(nn.Module):
+    """stem -> stages -> head -> global average pool -> dropout -> linear classifier."""
+
+    def __init__(self, spec: Spec):
+        super().__init__()
+        bn = dict(bn_eps=spec.bn.eps, bn_momentum=spec.bn.momentum)
+        self.stem = ConvBNAct(spec.in_channels, spec.stem.out_channels, spec.stem.kernel, spec.stem.stride,
+                              activation=spec.activation, **bn)
+        stages: list[list[nn.Module]] = [[] for _ in spec.stages]
+        for p in iter_layers(spec):
+            s = p.stage
+            stages[p.stage_index].append(LAYERS[s.op](
+                in_channels=p.in_channels, out_channels=s.out_channels, kernel=s.kernel, stride=p.stride,
+                expand_ratio=s.expand_ratio, se_ratio=s.se_ratio, skip=s.skip, activation=s.activation,
+                se_activation=s.se_activation, drop_path=p.drop_path, **bn))
+        self.stages = nn.Sequential(*[nn.Sequential(*layers) for layers in stages])
+        self.head = ConvBNAct(spec.stages[-1].out_channels, spec.head.out_channels, 1, activation=spec.activation, **bn)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(spec.dropout)
+        self.classifier = nn.Linear(spec.head.out_channels, spec.num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # The reference initialisation (torchvision / TF EfficientNet).
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                r = 1.0 / m.out_features ** 0.5
+                nn.init.uniform_(m.weight, -r, r)
+                nn.init.zeros_(m.bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stages(self.stem(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.forward_features(x)
+        x = torch.flatten(self.pool(x), 1)
+        return self.classifier(self.dropout(x))
+
+
+def build_model(spec) -> Network:
+    """Materialize a spec (a ``Spec`` or anything :func:`nas.load_spec` accepts)."""
+    if not isinstance(spec, Spec):
+        from .presets import load_spec
+        spec = load_spec(spec)
+    return Network(spec)

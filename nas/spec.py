@@ -1,0 +1,493 @@
+"""The architecture spec: one versioned, fully resolved JSON document per network.
+
+Everything in the toolkit passes specs around: search spaces decode choices into
+them, the cost model and evaluators read them, scaling maps spec -> spec, and the
+materializer and exporters turn them into code.  A spec is *data*: it is read from
+JSON and written to JSON (never pickle or eval), validated field by field, and
+immutable once made (frozen dataclasses).
+
+The document (format ``nas-spec``, version 1)::
+
+    {
+      "format": "nas-spec", "version": 1,
+      "name": "efficientnet-b0",
+      "in_channels": 3, "resolution": 224, "num_classes": 1000,
+      "activation": "swish",                     # stem and head
+      "stem": {"out_channels": 32, "kernel": 3, "stride": 2},
+      "stages": [
+        {"op": "dwconv", "kernel": 3, "stride": 1, "expand_ratio": 1,
+         "se_ratio": 0.25, "skip": "identity", "out_channels": 16, "repeats": 1,
+         "activation": "swish", "se_activation": "swish"},
+        ...
+      ],
+      "head": {"out_channels": 1280},
+      "dropout": 0.2, "drop_connect_rate": 0.2,
+      "bn": {"eps": 0.001, "momentum": 0.01},    # PyTorch momentum convention
+      "provenance": {...}                        # free-form JSON, not architecture
+    }
+
+Conventions (the materializer in :mod:`nas.build` and the cost model in
+:mod:`nas.cost` both follow them):
+
+* A stage repeats one layer ``repeats`` times; only the first layer has the stage's
+  stride and the previous stage's output width as input.
+* ``op``: ``mbconv`` (1x1 expand when ``expand_ratio`` != 1, kxk depthwise, SE,
+  1x1 linear projection), ``dwconv`` (depthwise-separable: kxk depthwise, SE, 1x1
+  linear projection; ``expand_ratio`` must be 1), ``conv`` (a regular kxk conv;
+  with ``expand_ratio`` > 1 it widens to ``in * expand_ratio`` and a 1x1 linear
+  projection follows, as in EfficientNetV2's Fused-MBConv).
+* Expanded width: ``round(in_channels * expand_ratio)``.
+* SE squeezes to ``max(1, int(block_input_channels * se_ratio))`` channels; 0 means
+  no SE.  The gate is a sigmoid; the squeeze activation is ``se_activation``.
+* ``skip``: ``identity`` adds the input when the layer keeps stride 1 and width;
+  ``none`` never adds; ``pool`` (the MnasNet space's pooling skip) always adds a
+  shortcut: average pooling (kernel = stride = layer stride, ceil mode) when the
+  layer downsamples, then a 1x1 conv + BN when the width changes; on a layer that
+  keeps shape it is the identity.  Stochastic depth applies to every added branch.
+* Stochastic depth ("drop connect") rate grows linearly with the global layer index:
+  ``drop_connect_rate * i / n_layers`` (torchvision's rule).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, NamedTuple
+
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "OPS",
+    "SKIPS",
+    "ACTIVATIONS",
+    "SpecError",
+    "Stem",
+    "Stage",
+    "Head",
+    "BatchNorm",
+    "Spec",
+    "atomic_write_text",
+    "atomic_write_bytes",
+    "LayerPlan",
+    "iter_layers",
+    "se_channels",
+    "expanded_channels",
+]
+
+FORMAT = "nas-spec"
+VERSION = 1
+
+OPS = ("mbconv", "dwconv", "conv")
+SKIPS = ("identity", "none", "pool")
+ACTIVATIONS = ("swish", "relu", "relu6")
+
+# Bounds: generous enough for EfficientNet-L2 (800 px, 5.3x depth), tight enough to
+# catch typos that would exhaust memory.
+MAX_CHANNELS = 65536
+MAX_REPEATS = 64
+MAX_STAGES = 32
+MAX_RESOLUTION = 4096
+MAX_KERNEL = 15
+MAX_EXPAND = 16
+MAX_CLASSES = 1_000_000
+
+
+class SpecError(ValueError):
+    """A spec failed validation; ``path`` is the JSON path of the offending field."""
+
+    def __init__(self, path: str, reason: str):
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}" if path else reason)
+
+
+# ---------------------------------------------------------------- field checks
+
+
+def _type_name(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, (int, float)):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, list):
+        return "array"
+    if isinstance(v, dict):
+        return "object"
+    return type(v).__name__
+
+
+def _int(v: Any, path: str, lo: int, hi: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        else:
+            raise SpecError(path, f"must be an integer, got {json.dumps(v) if _jsonable(v) else _type_name(v)}")
+    if not lo <= v <= hi:
+        raise SpecError(path, f"must be in [{lo}, {hi}], got {v}")
+    return v
+
+
+def _num(v: Any, path: str, lo: float, hi: float, *, hi_open: bool = False, lo_open: bool = False) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise SpecError(path, f"must be a number, got {json.dumps(v) if _jsonable(v) else _type_name(v)}")
+    if not math.isfinite(v):
+        raise SpecError(path, f"must be finite, got {v}")
+    ok_lo = v > lo if lo_open else v >= lo
+    ok_hi = v < hi if hi_open else v <= hi
+    if not (ok_lo and ok_hi):
+        raise SpecError(path, f"must be in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}, got {v}")
+    return v
+
+
+def _choice(v: Any, path: str, choices: tuple[str, ...]) -> str:
+    if not isinstance(v, str) or v not in choices:
+        shown = json.dumps(v) if _jsonable(v) else _type_name(v)
+        raise SpecError(path, f"must be one of {', '.join(choices)}; got {shown}")
+    return v
+
+
+def _jsonable(v: Any) -> bool:
+    try:
+        json.dumps(v)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _obj(v: Any, path: str, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict:
+    if not isinstance(v, Mapping):
+        raise SpecError(path, f"must be an object, got {_type_name(v)}")
+    for key in v:
+        if key not in required and key not in optional:
+            raise SpecError(_join(path, str(key)), "unknown field")
+    for key in required:
+        if key not in v:
+            raise SpecError(_join(path, key), "missing required field")
+    return dict(v)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _kernel(v: Any, path: str) -> int:
+    k = _int(v, path, 1, MAX_KERNEL)
+    if k % 2 == 0:
+        raise SpecError(path, f"must be odd, got {k}")
+    return k
+
+
+# ---------------------------------------------------------------- dataclasses
+
+
+@dataclass(frozen=True)
+class Stem:
+    """The first conv: ``kernel`` x ``kernel``, ``stride``, BN, activation."""
+
+    out_channels: int
+    kernel: int = 3
+    stride: int = 2
+
+    @classmethod
+    def from_dict(cls, d: Any, path: str = "stem") -> "Stem":
+        d = _obj(d, path, ("out_channels", "kernel", "stride"))
+        return cls(
+            out_channels=_int(d["out_channels"], _join(path, "out_channels"), 1, MAX_CHANNELS),
+            kernel=_kernel(d["kernel"], _join(path, "kernel")),
+            stride=_int(d["stride"], _join(path, "stride"), 1, 2),
+        )
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One row of the architecture table: a layer repeated ``repeats`` times."""
+
+    op: str
+    kernel: int
+    stride: int
+    expand_ratio: float
+    se_ratio: float
+    skip: str
+    out_channels: int
+    repeats: int
+    activation: str = "swish"
+    se_activation: str = "swish"
+
+    FIELDS = ("op", "kernel", "stride", "expand_ratio", "se_ratio", "skip", "out_channels", "repeats",
+              "activation", "se_activation")
+
+    @classmethod
+    def from_dict(cls, d: Any, path: str) -> "Stage":
+        d = _obj(d, path, cls.FIELDS)
+        op = _choice(d["op"], _join(path, "op"), OPS)
+        expand = _num(d["expand_ratio"], _join(path, "expand_ratio"), 1, MAX_EXPAND)
+        if op == "dwconv" and expand != 1:
+            raise SpecError(_join(path, "expand_ratio"), f"must be 1 for op dwconv, got {expand}")
+        if isinstance(expand, float) and expand.is_integer():
+            expand = int(expand)
+        se = _num(d["se_ratio"], _join(path, "se_ratio"), 0.0, 1.0, hi_open=True)
+        return cls(
+            op=op,
+            kernel=_kernel(d["kernel"], _join(path, "kernel")),
+            stride=_int(d["stride"], _join(path, "stride"), 1, 2),
+            expand_ratio=expand,
+            se_ratio=se,
+            skip=_choice(d["skip"], _join(path, "skip"), SKIPS),
+            out_channels=_int(d["out_channels"], _join(path, "out_channels"), 1, MAX_CHANNELS),
+            repeats=_int(d["repeats"], _join(path, "repeats"), 1, MAX_REPEATS),
+            activation=_choice(d["activation"], _join(path, "activation"), ACTIVATIONS),
+            se_activation=_choice(d["se_activation"], _join(path, "se_activation"), ACTIVATIONS),
+        )
+
+    def to_dict(self) -> dict:
+        return {f: getattr(self, f) for f in self.FIELDS}
+
+    def short(self) -> str:
+        """A one-line form for logs (never parsed back)."""
+        se = f"_se{self.se_ratio:g}" if self.se_ratio else ""
+        e = f"_e{self.expand_ratio:g}" if self.op != "dwconv" else ""
+        return f"{self.op}_k{self.kernel}_s{self.stride}{e}{se}_{self.skip}_c{self.out_channels}_r{self.repeats}"
+
+
+@dataclass(frozen=True)
+class Head:
+    """1x1 conv + BN + activation before global pooling and the classifier."""
+
+    out_channels: int
+
+    @classmethod
+    def from_dict(cls, d: Any, path: str = "head") -> "Head":
+        d = _obj(d, path, ("out_channels",))
+        return cls(out_channels=_int(d["out_channels"], _join(path, "out_channels"), 1, MAX_CHANNELS))
+
+
+@dataclass(frozen=True)
+class BatchNorm:
+    """BN settings for every BN layer; ``momentum`` in PyTorch's convention (TF 0.99 == 0.01)."""
+
+    eps: float = 1e-3
+    momentum: float = 0.01
+
+    @classmethod
+    def from_dict(cls, d: Any, path: str = "bn") -> "BatchNorm":
+        d = _obj(d, path, ("eps", "momentum"))
+        return cls(
+            eps=float(_num(d["eps"], _join(path, "eps"), 0.0, 1.0, lo_open=True)),
+            momentum=float(_num(d["momentum"], _join(path, "momentum"), 0.0, 1.0)),
+        )
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A fully resolved architecture.
+
+    Equality compares the architecture only: ``name`` and ``provenance`` are
+    labels, so a decoded search choice equals the preset it reproduces.
+    """
+
+    in_channels: int
+    resolution: int
+    num_classes: int
+    stem: Stem
+    stages: tuple[Stage, ...]
+    head: Head
+    activation: str = "swish"
+    dropout: float = 0.2
+    drop_connect_rate: float = 0.2
+    bn: BatchNorm = BatchNorm()
+    name: str = field(default="", compare=False)
+    provenance: dict = field(default_factory=dict, compare=False, hash=False)
+
+    TOP_FIELDS = ("format", "version", "name", "in_channels", "resolution", "num_classes", "activation",
+                  "stem", "stages", "head", "dropout", "drop_connect_rate", "bn")
+
+    def __post_init__(self):
+        object.__setattr__(self, "stages", tuple(self.stages))
+        # Keep provenance plain JSON data and private to this spec.
+        object.__setattr__(self, "provenance", json.loads(json.dumps(self.provenance)))
+
+    # ------------------------------------------------------------ JSON in
+    @classmethod
+    def from_dict(cls, d: Any) -> "Spec":
+        d = _obj(d, "", cls.TOP_FIELDS, ("provenance",))
+        if d["format"] != FORMAT:
+            raise SpecError("format", f"must be {json.dumps(FORMAT)}, got {json.dumps(d['format']) if _jsonable(d['format']) else _type_name(d['format'])}")
+        version = _int(d["version"], "version", 0, 10**6)
+        if version != VERSION:
+            raise SpecError("version", f"unsupported version {version} (this toolkit reads version {VERSION})")
+        name = d["name"]
+        if not isinstance(name, str):
+            raise SpecError("name", f"must be a string, got {_type_name(name)}")
+        stages_raw = d["stages"]
+        if not isinstance(stages_raw, list):
+            raise SpecError("stages", f"must be an array, got {_type_name(stages_raw)}")
+        if not 1 <= len(stages_raw) <= MAX_STAGES:
+            raise SpecError("stages", f"must have 1 to {MAX_STAGES} stages, got {len(stages_raw)}")
+        provenance = d.get("provenance", {})
+        if not isinstance(provenance, Mapping):
+            raise SpecError("provenance", f"must be an object, got {_type_name(provenance)}")
+        if not _jsonable(provenance):
+            raise SpecError("provenance", "must contain only JSON values")
+        spec = cls(
+            name=name,
+            in_channels=_int(d["in_channels"], "in_channels", 1, MAX_CHANNELS),
+            resolution=_int(d["resolution"], "resolution", 1, MAX_RESOLUTION),
+            num_classes=_int(d["num_classes"], "num_classes", 1, MAX_CLASSES),
+            activation=_choice(d["activation"], "activation", ACTIVATIONS),
+            stem=Stem.from_dict(d["stem"]),
+            stages=tuple(Stage.from_dict(s, f"stages[{i}]") for i, s in enumerate(stages_raw)),
+            head=Head.from_dict(d["head"]),
+            dropout=float(_num(d["dropout"], "dropout", 0.0, 1.0, hi_open=True)),
+            drop_connect_rate=float(_num(d["drop_connect_rate"], "drop_connect_rate", 0.0, 1.0, hi_open=True)),
+            bn=BatchNorm.from_dict(d["bn"]),
+            provenance=dict(provenance),
+        )
+        return spec
+
+    @classmethod
+    def from_json(cls, text: str) -> "Spec":
+        """Parse and validate; malformed JSON raises SpecError with line and column."""
+        try:
+            data = json.loads(text, parse_constant=_reject_constant)
+        except json.JSONDecodeError as e:
+            raise SpecError("", f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+        except ValueError as e:  # NaN / Infinity
+            raise SpecError("", f"not valid JSON: {e}") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Spec":
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise SpecError("", f"cannot read {p}: {getattr(e, 'strerror', None) or e}") from None
+        try:
+            return cls.from_json(text)
+        except SpecError as e:
+            raise SpecError(e.path, e.reason if e.path else f"{p}: {e.reason}") from None
+
+    # ------------------------------------------------------------ JSON out
+    def to_dict(self) -> dict:
+        d = {
+            "format": FORMAT,
+            "version": VERSION,
+            "name": self.name,
+            "in_channels": self.in_channels,
+            "resolution": self.resolution,
+            "num_classes": self.num_classes,
+            "activation": self.activation,
+            "stem": dataclasses.asdict(self.stem),
+            "stages": [s.to_dict() for s in self.stages],
+            "head": dataclasses.asdict(self.head),
+            "dropout": self.dropout,
+            "drop_connect_rate": self.drop_connect_rate,
+            "bn": dataclasses.asdict(self.bn),
+        }
+        if self.provenance:
+            d["provenance"] = json.loads(json.dumps(self.provenance))
+        return d
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent) + ("\n" if indent is not None else "")
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the spec atomically (temporary file, then rename)."""
+        atomic_write_text(path, self.to_json())
+
+    # ------------------------------------------------------------ helpers
+    def replace(self, **changes: Any) -> "Spec":
+        """A copy with fields changed, validated again through JSON."""
+        d = self.to_dict()
+        for key, value in changes.items():
+            if key == "stages":
+                value = [s.to_dict() if isinstance(s, Stage) else s for s in value]
+            elif key in ("stem", "head", "bn") and dataclasses.is_dataclass(value):
+                value = dataclasses.asdict(value)
+            d[key] = value
+        return Spec.from_dict(d)
+
+    def fingerprint(self) -> str:
+        """A short hash of the architecture (not the name or provenance), for caches."""
+        d = self.to_dict()
+        d.pop("name", None)
+        d.pop("provenance", None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def n_layers(self) -> int:
+        return sum(s.repeats for s in self.stages)
+
+    def short(self) -> str:
+        return " ".join(s.short() for s in self.stages)
+
+
+def se_channels(in_channels: int, se_ratio: float) -> int:
+    """SE squeeze width, relative to the *block input* width (the reference rule)."""
+    return max(1, int(in_channels * se_ratio))
+
+
+def expanded_channels(in_channels: int, expand_ratio: float) -> int:
+    return int(round(in_channels * expand_ratio))
+
+
+class LayerPlan(NamedTuple):
+    """One resolved layer of a spec: what the builder and the cost model both walk."""
+
+    stage_index: int
+    layer_index: int  # within the stage
+    global_index: int
+    stage: Stage
+    in_channels: int
+    stride: int
+    drop_path: float
+
+
+def iter_layers(spec: Spec) -> Iterator[LayerPlan]:
+    """Every layer with its input width, stride and stochastic-depth rate.
+
+    Only a stage's first layer has the stage's stride and the previous width; the
+    drop rate ramps linearly over the global layer index (torchvision's rule).
+    """
+    total = spec.n_layers
+    in_ch = spec.stem.out_channels
+    g = 0
+    for si, stage in enumerate(spec.stages):
+        for li in range(stage.repeats):
+            yield LayerPlan(si, li, g, stage, in_ch, stage.stride if li == 0 else 1,
+                            spec.drop_connect_rate * g / total)
+            in_ch = stage.out_channels
+            g += 1
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not allowed")
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and a rename."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    p = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent if str(p.parent) else ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

@@ -1,0 +1,1 @@
+"""Compound scaling of specs (EfficientNet step two)."""
