@@ -1,0 +1,99 @@
+"""Command-line entry points, one module per command (``nas-show`` -> :mod:`nas.cli.show`, ...).
+
+Shared rules, kept here once:
+
+* bad input: one line on stderr, exit 2 (usage) or 1 (runtime), no traceback;
+* heavy imports (torch, fvcore, ray) happen inside commands that need them;
+* outputs are written atomically (:func:`nas.spec.atomic_write_text`).
+
+Set ``NAS_DEBUG=1`` to see the traceback of an unexpected error.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+from typing import Callable, NoReturn, Sequence
+
+from ..spec import SpecError
+
+__all__ = ["UsageError", "RuntimeFailure", "ArgumentParser", "command", "fail", "parse_quantity"]
+
+
+class UsageError(Exception):
+    """Bad input from the user: exit 2."""
+
+
+class RuntimeFailure(Exception):
+    """The command could not do its work (data unreadable, training diverged, ...): exit 1."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one line (no usage dump), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def fail(prog: str, message: str, code: int) -> int:
+    message = " ".join(str(message).split()) or "error"
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return code
+
+
+def command(prog: str) -> Callable[[Callable[[Sequence[str] | None], int | None]], Callable[..., int]]:
+    """Wrap a ``main(argv)`` so that every failure becomes one line and an exit code."""
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def main(argv: Sequence[str] | None = None) -> int:
+            try:
+                return int(fn(argv) or 0)
+            except (UsageError, SpecError) as e:
+                return fail(prog, str(e), 2)
+            except RuntimeFailure as e:
+                return fail(prog, str(e), 1)
+            except KeyboardInterrupt:
+                return fail(prog, "interrupted", 130)
+            except BrokenPipeError:
+                try:
+                    sys.stdout = open(os.devnull, "w")
+                except OSError:
+                    pass
+                return 1
+            except MemoryError:
+                return fail(prog, "out of memory", 1)
+            except OSError as e:
+                where = f" {e.filename}" if getattr(e, "filename", None) else ""
+                return fail(prog, f"{e.strerror or e}:{where}".rstrip(":"), 1)
+            except Exception as e:  # an internal error: still one line unless debugging
+                if os.environ.get("NAS_DEBUG"):
+                    raise
+                return fail(prog, f"internal error: {type(e).__name__}: {e} (set NAS_DEBUG=1 for a traceback)", 1)
+
+        def entry() -> None:
+            sys.exit(main())
+
+        main.entry = entry  # type: ignore[attr-defined]
+        return main
+
+    return wrap
+
+
+def parse_quantity(text: str, unit: str = "") -> float:
+    """'400M', '0.4G', '4e8', '400000000', '20ms' -> float (SI prefixes; ``unit`` suffix optional)."""
+    s = str(text).strip()
+    if unit and s.endswith(unit):
+        s = s[: -len(unit)].strip()
+    prefixes = {"k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "m": 1e-3, "u": 1e-6, "µ": 1e-6, "n": 1e-9}
+    scale = 1.0
+    if s and s[-1] in prefixes:
+        scale, s = prefixes[s[-1]], s[:-1]
+    try:
+        value = float(s) * scale
+    except ValueError:
+        raise UsageError(f"cannot parse {text!r} as a number{' of ' + unit if unit else ''} (e.g. 400M, 0.4G, 4e8)") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise UsageError(f"{text!r} is not a finite number")
+    return value
