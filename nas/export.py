@@ -1,0 +1,800 @@
+"""Exporters: a spec as standalone PyTorch code, as ONNX, or as TorchScript.
+
+Three outputs, one rule each:
+
+* :func:`export_python` writes *code*: one readable file that depends only on
+  torch, with the architecture as a literal per-stage table.  Its module names
+  and parameter shapes equal those of :func:`nas.build.build_model`, so weights
+  load both ways with ``strict=True`` and the outputs are identical.  Nothing
+  from the spec reaches the code unescaped: numbers and strings go through
+  ``repr``, the class name must be a plain identifier, and the provenance goes
+  into the docstring through :func:`_docstring_literal`.  The result is parsed
+  back before it is returned, so a bug here fails loudly instead of writing
+  code that says something else than the spec.
+* :func:`export_onnx` and :func:`export_torchscript` write a *verified* file:
+  the model is exported from ``eval()`` mode, the result is run (onnxruntime or
+  ``torch.jit.load``) at batch 1 and batch 3 and compared with PyTorch, and only
+  then is the file renamed into place.  A failed check leaves nothing behind.
+
+:func:`fuse_bn` and :func:`optimize_for_inference` fold BN into the convs (and
+optionally switch to channels-last) for CPU inference; they change the module
+layout, so use them on a copy, never on a model whose ``state_dict`` you save.
+"""
+from __future__ import annotations
+
+import ast
+import builtins
+import io
+import json
+import keyword
+import os
+import re
+import tempfile
+import unicodedata
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+from .spec import Spec
+
+__all__ = [
+    "ExportError",
+    "WeightsError",
+    "MissingDependency",
+    "FORMATS",
+    "TOLERANCE",
+    "default_class_name",
+    "check_class_name",
+    "export_python",
+    "write_python",
+    "export_onnx",
+    "export_torchscript",
+    "export",
+    "load_weights",
+    "calibrate_bn",
+    "initialized_model",
+    "check_state_dict",
+    "fuse_bn",
+    "optimize_for_inference",
+]
+
+TOLERANCE = 1e-4
+"""Largest absolute difference from PyTorch an exported file may show on random input."""
+
+VERIFY_BATCHES = (1, 3)
+"""Batch sizes the exporters check (3, not 2: a batch of 2 hides some axis mix-ups)."""
+
+
+class ExportError(RuntimeError):
+    """The export could not be done or did not verify (a runtime failure: exit 1)."""
+
+
+class MissingDependency(ExportError):
+    """An optional package (onnx, onnxruntime) is not installed."""
+
+
+class WeightsError(ValueError):
+    """The weights file is unreadable or does not fit the spec (bad input: exit 2)."""
+
+
+def _atomic_write(path: str | os.PathLike, data: bytes) -> None:
+    """Like :func:`nas.spec.atomic_write_bytes`, but the file gets the usual permissions.
+
+    ``mkstemp`` creates its file 0600; an exported model is meant to be shared, so
+    apply ``0666 & ~umask`` as a plain ``open`` would (the rename keeps the mode).
+    """
+    p = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent if str(p.parent) else ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+# ------------------------------------------------------------------ class names
+
+# Names the generated module defines or uses itself; a class called like one of
+# them would shadow it and break the file.
+_GENERATED_NAMES = frozenset({
+    "torch", "nn", "annotations", "ACTIVATIONS", "ConvBNAct", "SqueezeExcite", "StochasticDepth", "PoolShortcut",
+    "Layer", "STAGES", "SPEC_NAME", "SPEC_FINGERPRINT", "IN_CHANNELS", "RESOLUTION", "NUM_CLASSES", "ACTIVATION",
+    "STEM", "HEAD_CHANNELS", "DROPOUT", "DROP_CONNECT_RATE", "BN_EPS", "BN_MOMENTUM", "List", "Optional",
+})
+
+
+def check_class_name(name: str) -> str:
+    """``name`` if it can safely name the generated class; otherwise ValueError (one line)."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"class name {name!r} is not a Python identifier (letters, digits, underscores; "
+                         f"not starting with a digit)")
+    if keyword.iskeyword(name) or keyword.issoftkeyword(name):
+        raise ValueError(f"class name {name!r} is a Python keyword")
+    # Python folds identifiers with NFKC, so check the folded form for clashes.
+    folded = unicodedata.normalize("NFKC", name)
+    if folded in _GENERATED_NAMES or hasattr(builtins, folded) or (folded.startswith("__") and folded.endswith("__")):
+        raise ValueError(f"class name {name!r} would shadow a name the generated module uses; choose another")
+    return name
+
+
+def default_class_name(spec: Spec) -> str:
+    """'efficientnet-b0' -> 'EfficientnetB0'; ASCII letters and digits only (spec names are untrusted)."""
+    words = re.findall(r"[A-Za-z0-9]+", spec.name or "")
+    name = "".join(w[:1].upper() + w[1:] for w in words)[:64]
+    if not name or name[0].isdigit():
+        name = "Net" + name
+    try:
+        return check_class_name(name)
+    except ValueError:
+        return "Net" + name
+
+
+# ------------------------------------------------------------------ Python code
+
+
+def _docstring_literal(text: str) -> str:
+    """``text`` as a triple-quoted string literal that evaluates to exactly ``text``.
+
+    Readable where it is safe (newlines and printable characters stay as they are)
+    and escaped everywhere else: backslashes, every quote that could join another
+    one into a closing delimiter, carriage returns, NULs and all other
+    non-printable characters (including lone surrogates).
+    """
+    out = []
+    n = len(text)
+    for i, ch in enumerate(text):
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch == '"':
+            # Keep a lone quote readable; escape one that a quote follows, or the last
+            # character (it would run into the closing delimiter).  So no two unescaped
+            # quotes are ever adjacent and '\"\"\"' cannot appear.
+            out.append('\\"' if i + 1 == n or text[i + 1] == '"' else '"')
+        elif ch == "\n" or (ch.isprintable() and ch != "\r"):
+            out.append(ch)
+        else:
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return '"""' + "".join(out) + '"""'
+
+
+def _stage_rows(spec: Spec) -> list[tuple]:
+    return [tuple(getattr(s, f) for f in _STAGE_COLUMNS) for s in spec.stages]
+
+
+_STAGE_COLUMNS = ("op", "kernel", "stride", "expand_ratio", "se_ratio", "skip", "out_channels", "repeats",
+                  "activation", "se_activation")
+
+
+def _table(rows: list[tuple]) -> str:
+    """The stage table as aligned Python literals, one row per stage, under a header comment."""
+    cells = [["(" * (j == 0) + repr(v) + "," for j, v in enumerate(row)] for row in rows]
+    header = ["# " * (j == 0) + c for j, c in enumerate(_STAGE_COLUMNS)]
+    widths = [max(len(header[j]), *(len(r[j]) for r in cells)) for j in range(len(header))]
+    lines = ["    " + " ".join(c.ljust(widths[j]) for j, c in enumerate(header)).rstrip()]
+    for r in cells:
+        lines.append("    " + " ".join(c.ljust(widths[j]) for j, c in enumerate(r)).rstrip()[:-1] + "),")
+    return "\n".join(lines)
+
+
+def _module_docstring(spec: Spec, class_name: str) -> str:
+    from . import __version__
+
+    # The spec's name is untrusted text: shown bare only when it is a plain word, else as JSON
+    # (one line, quoted); the literal's escaping keeps either form inside the docstring.
+    plain = re.fullmatch(r"[A-Za-z0-9_.+-]{1,100}", spec.name or "")
+    title = spec.name if plain else json.dumps(spec.name, ensure_ascii=False) if spec.name else "unnamed spec"
+    lines = [
+        f"{class_name}: the {title} architecture as standalone PyTorch code.",
+        "",
+        f"Exported by nas-toolkit {__version__} (nas-export); depends only on torch.  The architecture",
+        "is the STAGES table below (one row per stage; only a stage's first layer has the stage's",
+        "stride and the previous stage's width).  Module names and parameter shapes equal those of",
+        "nas.build_model(spec), so weights trained with the toolkit load with strict=True:",
+        "",
+        f"    model = {class_name}()",
+        "    model.load_state_dict(torch.load(\"weights.pt\", weights_only=True))",
+        "",
+        f"Spec fingerprint: {spec.fingerprint()}",
+        f"Spec name: {json.dumps(spec.name, ensure_ascii=False)}",
+        "Provenance (JSON):",
+        json.dumps(spec.provenance, indent=2, ensure_ascii=False, sort_keys=True) if spec.provenance else "{}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+_BODY = '''
+ACTIVATIONS = {
+    "swish": lambda: nn.SiLU(inplace=True),
+    "relu": lambda: nn.ReLU(inplace=True),
+    "relu6": lambda: nn.ReLU6(inplace=True),
+}
+
+
+class ConvBNAct(nn.Sequential):
+    """Conv (no bias, 'same' padding for odd kernels) -> BN -> optional activation."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int = 1, stride: int = 1, groups: int = 1,
+                 activation: Optional[str] = "swish"):
+        layers: List[nn.Module] = [
+            nn.Conv2d(in_channels, out_channels, kernel, stride, padding=(kernel - 1) // 2, groups=groups, bias=False),
+            nn.BatchNorm2d(out_channels, eps=BN_EPS, momentum=BN_MOMENTUM),
+        ]
+        if activation is not None:
+            layers.append(ACTIVATIONS[activation]())
+        super().__init__(*layers)
+
+
+class SqueezeExcite(nn.Module):
+    """x * sigmoid(fc2(act(fc1(avgpool(x))))), with 1x1 convs as the FC layers."""
+
+    def __init__(self, channels: int, squeeze_channels: int, activation: str):
+        super().__init__()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(channels, squeeze_channels, 1)
+        self.act = ACTIVATIONS[activation]()
+        self.fc2 = nn.Conv2d(squeeze_channels, channels, 1)
+        self.gate = nn.Sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.gate(self.fc2(self.act(self.fc1(self.avgpool(x)))))
+        return x * scale
+
+
+class StochasticDepth(nn.Module):
+    """Drops the whole residual branch per sample with probability p (training only)."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = float(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        mask = torch.empty([x.shape[0], 1, 1, 1], dtype=x.dtype, device=x.device).bernoulli_(keep)
+        return x * mask / keep
+
+
+class PoolShortcut(nn.Module):
+    """MnasNet's pooling skip: average-pool to the output size, then 1x1 conv + BN to the output width."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        self.pool = nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False) if stride > 1 else nn.Identity()
+        self.proj = ConvBNAct(in_channels, out_channels, 1, activation=None) if in_channels != out_channels else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.pool(x))
+
+
+class Layer(nn.Module):
+    """One layer of a stage: the body, plus a shortcut when the stage's skip applies.
+
+    op "mbconv": 1x1 expand (if the width changes) -> kxk depthwise -> SE -> 1x1 linear projection.
+    op "dwconv": the same with expand ratio 1 (depthwise-separable).
+    op "conv": a full kxk conv -> SE; with expand ratio > 1 a 1x1 linear projection follows (Fused-MBConv).
+    """
+
+    def __init__(self, op: str, in_channels: int, out_channels: int, kernel: int, stride: int, expand_ratio: float,
+                 se_ratio: float, skip: str, activation: str, se_activation: str, drop_path: float):
+        super().__init__()
+        self.has_skip = (skip == "identity" and stride == 1 and in_channels == out_channels) or skip == "pool"
+        if skip == "pool" and (stride != 1 or in_channels != out_channels):
+            self.shortcut: nn.Module = PoolShortcut(in_channels, out_channels, stride)
+        else:
+            self.shortcut = nn.Identity()
+        self.drop_path = StochasticDepth(drop_path if self.has_skip else 0.0)
+        self.body = nn.Sequential()
+        squeeze = max(1, int(in_channels * se_ratio))  # SE width follows the layer's *input* width
+        if op == "conv":
+            fused = expand_ratio != 1
+            mid = int(round(in_channels * expand_ratio)) if fused else out_channels
+            self.body.add_module("conv", ConvBNAct(in_channels, mid, kernel, stride, activation=activation))
+            if se_ratio > 0:
+                self.body.add_module("se", SqueezeExcite(mid, squeeze, se_activation))
+            if fused:
+                self.body.add_module("project", ConvBNAct(mid, out_channels, 1, activation=None))
+        else:
+            mid = int(round(in_channels * expand_ratio))
+            if mid != in_channels:
+                self.body.add_module("expand", ConvBNAct(in_channels, mid, 1, activation=activation))
+            self.body.add_module("depthwise", ConvBNAct(mid, mid, kernel, stride, groups=mid, activation=activation))
+            if se_ratio > 0:
+                self.body.add_module("se", SqueezeExcite(mid, squeeze, se_activation))
+            self.body.add_module("project", ConvBNAct(mid, out_channels, 1, activation=None))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.has_skip:
+            shortcut = self.shortcut(x)
+            return self.drop_path(self.body(x)) + shortcut
+        return self.body(x)
+
+
+class __CLASS__(nn.Module):
+    """stem -> stages -> head -> global average pool -> dropout -> linear classifier."""
+
+    def __init__(self, num_classes: int = NUM_CLASSES, in_channels: int = IN_CHANNELS, dropout: float = DROPOUT,
+                 drop_connect_rate: float = DROP_CONNECT_RATE):
+        super().__init__()
+        stem_channels, stem_kernel, stem_stride = STEM
+        self.stem = ConvBNAct(in_channels, stem_channels, stem_kernel, stem_stride, activation=ACTIVATION)
+        n_layers = sum(row[7] for row in STAGES)
+        stages: List[nn.Module] = []
+        width, index = stem_channels, 0
+        for op, kernel, stride, expand_ratio, se_ratio, skip, out_channels, repeats, act, se_act in STAGES:
+            layers: List[nn.Module] = []
+            for i in range(repeats):
+                # Stochastic depth ramps linearly over the global layer index.
+                drop_path = drop_connect_rate * index / n_layers
+                layers.append(Layer(op, width, out_channels, kernel, stride if i == 0 else 1, expand_ratio, se_ratio,
+                                    skip, act, se_act, drop_path))
+                width, index = out_channels, index + 1
+            stages.append(nn.Sequential(*layers))
+        self.stages = nn.Sequential(*stages)
+        self.head = ConvBNAct(width, HEAD_CHANNELS, 1, activation=ACTIVATION)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(HEAD_CHANNELS, num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # The reference initialisation (torchvision / TF EfficientNet).
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                r = 1.0 / m.out_features ** 0.5
+                nn.init.uniform_(m.weight, -r, r)
+                nn.init.zeros_(m.bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stages(self.stem(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.forward_features(x)
+        x = torch.flatten(self.pool(x), 1)
+        return self.classifier(self.dropout(x))
+
+
+if __name__ == "__main__":
+    model = __CLASS__().eval()
+    n_params = sum(p.numel() for p in model.parameters())
+    with torch.no_grad():
+        out = model(torch.randn(1, IN_CHANNELS, RESOLUTION, RESOLUTION))
+    print(f"{SPEC_NAME or '__CLASS__'}: {n_params:,} parameters, output {tuple(out.shape)} at {RESOLUTION}x{RESOLUTION}")
+'''
+
+
+def export_python(spec, class_name: str | None = None) -> str:
+    """Standalone PyTorch code for ``spec`` (anything :func:`nas.load_spec` accepts) as a string."""
+    from .presets import load_spec
+
+    spec = load_spec(spec)
+    class_name = check_class_name(class_name) if class_name is not None else default_class_name(spec)
+    doc = _module_docstring(spec, class_name)
+    rows = _stage_rows(spec)
+    constants = [
+        ("SPEC_NAME", spec.name, "the spec's name (a label, not architecture)"),
+        ("SPEC_FINGERPRINT", spec.fingerprint(), "nas Spec.fingerprint() of the architecture"),
+        ("IN_CHANNELS", spec.in_channels, None),
+        ("RESOLUTION", spec.resolution, "nominal input size; the network runs at any size"),
+        ("NUM_CLASSES", spec.num_classes, None),
+        ("ACTIVATION", spec.activation, "stem and head"),
+        ("STEM", (spec.stem.out_channels, spec.stem.kernel, spec.stem.stride), "out_channels, kernel, stride"),
+        ("HEAD_CHANNELS", spec.head.out_channels, None),
+        ("DROPOUT", spec.dropout, None),
+        ("DROP_CONNECT_RATE", spec.drop_connect_rate, "stochastic depth of the last layer"),
+        ("BN_EPS", spec.bn.eps, None),
+        ("BN_MOMENTUM", spec.bn.momentum, "PyTorch convention (TF's 0.99 is 0.01 here)"),
+    ]
+    parts = [
+        _docstring_literal(doc),
+        "from typing import List, Optional\n\nimport torch\nfrom torch import nn\n",
+        f"__all__ = [{class_name!r}]\n",
+    ]
+    parts.append("\n".join(f"{k} = {v!r}" + (f"  # {c}" if c else "") for k, v, c in constants) + "\n")
+    parts.append("# The architecture, one row per stage.\nSTAGES = [\n" + _table(rows) + "\n]\n")
+    parts.append(_BODY.replace("__CLASS__", class_name))
+    code = "\n".join(parts)
+    _check_generated(code, doc, class_name, rows, constants)
+    return code
+
+
+def _check_generated(code: str, doc: str, class_name: str, rows: list[tuple], constants: list) -> None:
+    """Parse the generated code back and insist it says what the spec says (defence in depth)."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError as e:  # pragma: no cover - would be a bug in this module
+        raise ExportError(f"internal error: generated code does not parse ({e.msg} at line {e.lineno})") from None
+    problems = []
+    if ast.get_docstring(tree, clean=False) != doc:
+        problems.append("docstring differs from the spec's")
+    values = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                values[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                pass
+    if values.get("STAGES") != [tuple(r) for r in rows]:
+        problems.append("stage table differs from the spec's")
+    for k, v, _ in constants:
+        if values.get(k) != v or type(values.get(k)) is not type(v):
+            problems.append(f"{k} differs from the spec's")
+    classes = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
+    if classes[-1:] != [class_name]:
+        problems.append("class name differs")
+    if problems:  # pragma: no cover - would be a bug in this module
+        raise ExportError("internal error: generated code check failed: " + "; ".join(problems))
+
+
+def write_python(spec, path: str | os.PathLike, class_name: str | None = None) -> dict:
+    """Write :func:`export_python`'s code to ``path`` atomically; returns a small report."""
+    code = export_python(spec, class_name)
+    _atomic_write(path, code.encode("utf-8"))
+    tree = ast.parse(code)
+    name = [n.name for n in tree.body if isinstance(n, ast.ClassDef)][-1]
+    return {"format": "py", "path": str(path), "class_name": name, "bytes": len(code.encode("utf-8"))}
+
+
+# ------------------------------------------------------------------ weights
+
+
+def check_state_dict(model, state: Mapping[str, Any], source: str = "weights") -> None:
+    """Raise :class:`WeightsError` naming the first tensor of ``state`` that does not fit ``model``."""
+    import torch
+
+    expected = model.state_dict()
+    for key, ref in expected.items():
+        if key not in state:
+            raise WeightsError(f"{source} do not match the spec: missing tensor {key} (shape {tuple(ref.shape)})")
+        got = state[key]
+        if not isinstance(got, torch.Tensor):
+            raise WeightsError(f"{source} do not match the spec: {key} is a {type(got).__name__}, not a tensor")
+        if tuple(got.shape) != tuple(ref.shape):
+            raise WeightsError(f"{source} do not match the spec: {key} has shape {tuple(got.shape)}, "
+                               f"the spec needs {tuple(ref.shape)}")
+        if got.is_floating_point() != ref.is_floating_point():
+            raise WeightsError(f"{source} do not match the spec: {key} has dtype {got.dtype}, expected {ref.dtype}")
+    for key in state:
+        if key not in expected:
+            raise WeightsError(f"{source} do not match the spec: unexpected tensor {key}")
+
+
+def _read_state_dict(path: str | os.PathLike) -> dict:
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise WeightsError(f"cannot read weights {p}: no such file")
+    try:
+        # weights_only: a weights file is data; never unpickle arbitrary objects.
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:
+        msg = " ".join(str(e).split())[:200]
+        raise WeightsError(f"cannot read weights {p}: {type(e).__name__}: {msg}") from None
+    # Accept a bare state_dict or a training checkpoint that holds one.
+    if isinstance(obj, Mapping):
+        for key in ("state_dict", "model_state_dict", "model", "weights"):
+            if key in obj and isinstance(obj[key], Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not all(isinstance(k, str) for k in obj):
+        raise WeightsError(f"cannot read weights {p}: not a state_dict (a mapping of tensor names to tensors)")
+    return dict(obj)
+
+
+def load_weights(spec, path_or_state) -> "torch.nn.Module":
+    """``build_model(spec)`` with weights loaded (a path to a ``.pt`` state_dict, or a state_dict).
+
+    Raises :class:`WeightsError` (one line, naming the first mismatching tensor) when they do not fit.
+    """
+    from .build import build_model
+    from .presets import load_spec
+
+    spec = load_spec(spec)
+    model = build_model(spec)
+    if isinstance(path_or_state, Mapping):
+        state, source = dict(path_or_state), "weights"
+    else:
+        state, source = _read_state_dict(path_or_state), f"weights {path_or_state}"
+    check_state_dict(model, state, source)
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def calibrate_bn(model, resolution: int, in_channels: int, batch: int = 8, seed: int = 0):
+    """Set every BatchNorm's running statistics from one random batch; returns ``model`` in eval mode.
+
+    A freshly initialised EfficientNet shrinks its activations layer by layer (the
+    reference init ignores depthwise groups): B0's logits come out near 1e-14, so a
+    comparison of exported and PyTorch outputs would pass whatever the export did.
+    With calibrated statistics every layer runs at unit scale.  Deterministic for a
+    given ``seed``; the global RNG is left alone.
+    """
+    import torch
+    from torch import nn
+
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average: after one batch, exactly that batch's statistics
+    model.train()
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(seed)
+            model(torch.randn(batch, in_channels, resolution, resolution))
+    finally:
+        for m, momentum in zip(bns, momenta):
+            m.momentum = momentum
+        model.eval()
+    return model
+
+
+def initialized_model(spec, seed: int = 0, calibration_resolution: int | None = None):
+    """``build_model(spec)`` with a seeded init and calibrated BN (see :func:`calibrate_bn`).
+
+    What the exporters use when no weights are given: reproducible, and numerically
+    meaningful to verify.  Calibration runs at ``min(resolution, 128)`` by default, to stay
+    cheap for the large presets.
+    """
+    import torch
+
+    from .build import build_model
+    from .presets import load_spec
+
+    spec = load_spec(spec)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(spec)
+    res = calibration_resolution or min(spec.resolution, 128)
+    return calibrate_bn(model, res, spec.in_channels, seed=seed)
+
+
+def _model(spec, weights, resolution):
+    from .presets import load_spec
+    from .spec import MAX_RESOLUTION
+
+    spec = load_spec(spec)
+    if resolution is None:
+        resolution = spec.resolution
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or not 1 <= resolution <= MAX_RESOLUTION:
+        raise ValueError(f"resolution must be an integer in [1, {MAX_RESOLUTION}], got {resolution!r}")
+    if weights is None:
+        model, source = initialized_model(spec, calibration_resolution=min(resolution, 128)), _INIT_WEIGHTS
+    else:
+        model = load_weights(spec, weights)
+        source = str(weights) if not isinstance(weights, Mapping) else "state_dict"
+    return spec, model.eval(), resolution, source
+
+
+_INIT_WEIGHTS = "initialised (seed 0, BN statistics calibrated on one random batch)"
+
+
+def _inputs(spec: Spec, resolution: int, seed: int = 0):
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(b, spec.in_channels, resolution, resolution, generator=g) for b in VERIFY_BATCHES]
+
+
+def _compare(name: str, ref_outputs, outputs) -> float:
+    import numpy as np
+
+    worst = 0.0
+    for ref, out in zip(ref_outputs, outputs):
+        out = np.asarray(out)
+        if out.shape != ref.shape:
+            raise ExportError(f"{name} output has shape {out.shape}, PyTorch's {ref.shape}")
+        if not np.isfinite(out).all():
+            raise ExportError(f"{name} output is not finite")
+        worst = max(worst, float(np.max(np.abs(out.astype(np.float64) - ref.astype(np.float64)))))
+    return worst
+
+
+# ------------------------------------------------------------------ ONNX
+
+
+def _require_onnx():
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as e:
+        raise MissingDependency(f"ONNX export needs onnx and onnxruntime ({e.name or e} is not installed): "
+                                f"pip install nas-toolkit[export]") from None
+    return onnx, onnxruntime
+
+
+def _onnx_legacy(model, x, opset, tmpdir) -> bytes:
+    import torch
+
+    path = os.path.join(tmpdir, "model.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the deprecation notice about the TorchScript-based exporter
+        torch.onnx.export(model, (x,), path, dynamo=False, input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset,
+                          do_constant_folding=True)
+    return Path(path).read_bytes()
+
+
+def _onnx_dynamo(model, x, opset, tmpdir) -> bytes:
+    import contextlib
+
+    import torch
+
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(model, (x,), dynamo=True, input_names=["input"], output_names=["logits"],
+                                    dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
+                                    opset_version=opset, verbose=False)
+    return program.model_proto.SerializeToString()
+
+
+_ONNX_EXPORTERS = {
+    # Legacy first: fast (about 1 s for B0 here), no onnxscript, and it keeps BN in eval mode
+    # (the dynamo exporter has open reports of BN left in training mode and wrong conv bias shapes).
+    "torchscript (legacy)": _onnx_legacy,
+    "dynamo": _onnx_dynamo,
+}
+
+
+def export_onnx(spec, path: str | os.PathLike, weights=None, resolution: int | None = None,
+                opset: int | None = None, exporter: str | None = None) -> dict:
+    """Export ``spec`` (with ``weights``: a path or a state_dict) to ONNX with a dynamic batch axis.
+
+    The file is checked with ``onnx.checker``, run in onnxruntime at batch 1 and 3
+    and compared with PyTorch; it is written (atomically) only when the largest
+    absolute difference is at most :data:`TOLERANCE`.  ``exporter`` picks one of
+    ``"torchscript (legacy)"`` or ``"dynamo"``; by default the legacy exporter is
+    tried first and dynamo is the fallback.  Returns a report dict.
+    """
+    import numpy as np
+    import torch
+
+    onnx, ort = _require_onnx()
+    spec, model, resolution, source = _model(spec, weights, resolution)
+    xs = _inputs(spec, resolution)
+    with torch.no_grad():
+        refs = [model(x).numpy() for x in xs]
+    names = [exporter] if exporter else list(_ONNX_EXPORTERS)
+    if exporter is not None and exporter not in _ONNX_EXPORTERS:
+        raise ValueError(f"unknown ONNX exporter {exporter!r}; one of {', '.join(_ONNX_EXPORTERS)}")
+    failures = []
+    for name in names:
+        with tempfile.TemporaryDirectory(prefix="nas-export-") as tmp:
+            try:
+                data = _ONNX_EXPORTERS[name](model, xs[0], opset, tmp)
+                proto = onnx.load_from_string(data)
+                onnx.checker.check_model(proto)
+                sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+                iname = sess.get_inputs()[0].name
+                outs = [sess.run(None, {iname: x.numpy()})[0] for x in xs]
+                diff = _compare("onnxruntime", refs, outs)
+            except ExportError as e:
+                failures.append(f"{name}: {e}")
+                continue
+            except Exception as e:  # an exporter crash: try the next exporter, report all
+                failures.append(f"{name}: {type(e).__name__}: {' '.join(str(e).split())[:200]}")
+                continue
+        if diff > TOLERANCE:
+            failures.append(f"{name}: onnxruntime differs from PyTorch by {diff:.3g} (> {TOLERANCE:g})")
+            continue
+        _atomic_write(path, data)
+        used_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+        return {"format": "onnx", "path": str(path), "weights": source, "exporter": name, "opset": used_opset, "resolution": resolution,
+                "batch_sizes": list(VERIFY_BATCHES), "max_abs_diff": diff,
+                "max_abs_output": float(max(np.abs(r).max() for r in refs)), "bytes": len(data),
+                "onnxruntime": ort.__version__}
+    raise ExportError("ONNX export failed, nothing written: " + "; ".join(failures))
+
+
+# ------------------------------------------------------------------ TorchScript
+
+
+def export_torchscript(spec, path: str | os.PathLike, weights=None, resolution: int | None = None) -> dict:
+    """Script ``spec``'s model (trace if scripting fails), save, reload and compare; write atomically."""
+    import numpy as np
+    import torch
+
+    spec, model, resolution, source = _model(spec, weights, resolution)
+    xs = _inputs(spec, resolution)
+    with torch.no_grad():
+        refs = [model(x).numpy() for x in xs]
+    try:
+        scripted, method = torch.jit.script(model), "script"
+    except Exception:  # pragma: no cover - our modules are scriptable; tracing keeps odd specs exportable
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            scripted, method = torch.jit.trace(model, xs[0]), "trace"
+    buf = io.BytesIO()
+    torch.jit.save(scripted, buf)
+    data = buf.getvalue()
+    loaded = torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
+    # optimized_execution(False): skip the profiling executor's warm-up runs (seconds for B0),
+    # which only tune speed; the numbers are the same.
+    with torch.no_grad(), torch.jit.optimized_execution(False):
+        outs = [loaded(x).numpy() for x in xs]
+    diff = _compare("TorchScript", refs, outs)
+    if diff > TOLERANCE:
+        raise ExportError(f"TorchScript export failed, nothing written: reloaded module differs from PyTorch by "
+                          f"{diff:.3g} (> {TOLERANCE:g})")
+    _atomic_write(path, data)
+    return {"format": "torchscript", "path": str(path), "weights": source, "method": method, "resolution": resolution,
+            "batch_sizes": list(VERIFY_BATCHES), "max_abs_diff": diff,
+            "max_abs_output": float(max(np.abs(r).max() for r in refs)), "bytes": len(data)}
+
+
+# ------------------------------------------------------------------ one entry point
+
+FORMATS = {
+    "py": lambda spec, path, class_name=None, **_: write_python(spec, path, class_name),
+    "onnx": lambda spec, path, weights=None, resolution=None, opset=None, **_: export_onnx(
+        spec, path, weights=weights, resolution=resolution, opset=opset),
+    "torchscript": lambda spec, path, weights=None, resolution=None, **_: export_torchscript(
+        spec, path, weights=weights, resolution=resolution),
+}
+"""Format name -> exporter(spec, path, **options) -> report dict."""
+
+
+def export(spec, fmt: str, path: str | os.PathLike, **options) -> dict:
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
+    return FORMATS[fmt](spec, path, **options)
+
+
+# ------------------------------------------------------------------ inference helpers
+
+
+def fuse_bn(model):
+    """A copy of ``model`` (eval mode) with every Conv2d -> BatchNorm2d pair folded into one conv.
+
+    Works on any module built from ``nn.Sequential`` runs of conv then BN (ours,
+    the exported Python code).  The BN becomes ``nn.Identity``, so the state_dict
+    layout changes: use the result for inference only.
+    """
+    import copy
+
+    from torch import nn
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    fused = copy.deepcopy(model).eval()
+    for seq in fused.modules():
+        if not isinstance(seq, nn.Sequential):
+            continue
+        names = list(seq._modules)
+        for a, b in zip(names, names[1:]):
+            conv, bn = seq._modules[a], seq._modules[b]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
+                seq._modules[a] = fuse_conv_bn_eval(conv, bn)
+                seq._modules[b] = nn.Identity()
+    return fused
+
+
+def optimize_for_inference(model, channels_last: bool = True):
+    """``fuse_bn(model)``, optionally in channels-last memory format (feed it channels-last input too)."""
+    import torch
+
+    fused = fuse_bn(model)
+    if channels_last:
+        fused = fused.to(memory_format=torch.channels_last)
+    return fused
