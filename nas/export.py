@@ -668,10 +668,10 @@ def export_onnx(spec, path: str | os.PathLike, weights=None, resolution: int | N
     ``"torchscript (legacy)"`` or ``"dynamo"``; by default the legacy exporter is
     tried first and dynamo is the fallback.  Returns a report dict.
     """
+    onnx, ort = _require_onnx()  # first: a missing package fails before any work
     import numpy as np
     import torch
 
-    onnx, ort = _require_onnx()
     spec, model, resolution, source = _model(spec, weights, resolution)
     xs = _inputs(spec, resolution)
     with torch.no_grad():
@@ -720,16 +720,18 @@ def export_torchscript(spec, path: str | os.PathLike, weights=None, resolution: 
     xs = _inputs(spec, resolution)
     with torch.no_grad():
         refs = [model(x).numpy() for x in xs]
-    try:
-        scripted, method = torch.jit.script(model), "script"
-    except Exception:  # pragma: no cover - our modules are scriptable; tracing keeps odd specs exportable
-        with warnings.catch_warnings():
+    with warnings.catch_warnings():
+        # torch >= 2.10 marks TorchScript deprecated; it still is the format users ask for here.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            scripted, method = torch.jit.script(model), "script"
+        except Exception:  # pragma: no cover - our modules are scriptable; tracing keeps odd specs exportable
             warnings.simplefilter("ignore")
             scripted, method = torch.jit.trace(model, xs[0]), "trace"
-    buf = io.BytesIO()
-    torch.jit.save(scripted, buf)
-    data = buf.getvalue()
-    loaded = torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
+        buf = io.BytesIO()
+        torch.jit.save(scripted, buf)
+        data = buf.getvalue()
+        loaded = torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
     # optimized_execution(False): skip the profiling executor's warm-up runs (seconds for B0),
     # which only tune speed; the numbers are the same.
     with torch.no_grad(), torch.jit.optimized_execution(False):
