@@ -155,9 +155,10 @@ def _choice(v: Any, path: str, choices: tuple[str, ...]) -> str:
     return v
 
 
-def _jsonable(v: Any) -> bool:
+def _jsonable(v: Any, strict: bool = False) -> bool:
+    """Whether ``v`` serializes; ``strict`` also refuses NaN/Infinity, which our JSON reader rejects."""
     try:
-        json.dumps(v)
+        json.dumps(v, allow_nan=not strict)
         return True
     except (TypeError, ValueError):
         return False
@@ -240,7 +241,7 @@ class Stage:
             kernel=_kernel(d["kernel"], _join(path, "kernel")),
             stride=_int(d["stride"], _join(path, "stride"), 1, 2),
             expand_ratio=expand,
-            se_ratio=se,
+            se_ratio=float(se),  # 0 and 0.0 must serialize (and fingerprint) alike
             skip=_choice(d["skip"], _join(path, "skip"), SKIPS),
             out_channels=_int(d["out_channels"], _join(path, "out_channels"), 1, MAX_CHANNELS),
             repeats=_int(d["repeats"], _join(path, "repeats"), 1, MAX_REPEATS),
@@ -312,8 +313,8 @@ class Spec:
 
     def __post_init__(self):
         object.__setattr__(self, "stages", tuple(self.stages))
-        # Keep provenance plain JSON data and private to this spec.
-        object.__setattr__(self, "provenance", json.loads(json.dumps(self.provenance)))
+        # Keep provenance plain JSON data and private to this spec (no NaN: from_json refuses it).
+        object.__setattr__(self, "provenance", json.loads(json.dumps(self.provenance, allow_nan=False)))
 
     # ------------------------------------------------------------ JSON in
     @classmethod
@@ -335,8 +336,8 @@ class Spec:
         provenance = d.get("provenance", {})
         if not isinstance(provenance, Mapping):
             raise SpecError("provenance", f"must be an object, got {_type_name(provenance)}")
-        if not _jsonable(provenance):
-            raise SpecError("provenance", "must contain only JSON values")
+        if not _jsonable(provenance, strict=True):
+            raise SpecError("provenance", "must contain only JSON values (no NaN or Infinity)")
         spec = cls(
             name=name,
             in_channels=_int(d["in_channels"], "in_channels", 1, MAX_CHANNELS),
