@@ -1,0 +1,25 @@
+"""The JSON Schema of the spec format (``spec.schema.json``, draft 2020-12).
+
+:func:`nas.spec.Spec.from_dict` is the reference validator (its errors name the
+JSON path); the schema documents the format for other tools and editors, and a
+test keeps the two in agreement.
+"""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+
+__all__ = ["SCHEMA_FILE", "schema"]
+
+SCHEMA_FILE = "spec.schema.json"
+
+
+@lru_cache(maxsize=None)
+def _text() -> str:
+    return resources.files(__name__).joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
+
+
+def schema() -> dict:
+    """The spec format's JSON Schema, as a fresh dict."""
+    return json.loads(_text())
