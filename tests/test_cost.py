@@ -1,0 +1,243 @@
+"""The analytic cost model: parity with the published numbers, and exact agreement
+with fvcore and ``sum(p.numel())`` on presets and on random valid specs.
+
+Golden numbers and their sources (see ../shared/REFERENCE.md):
+
+* params of B0..B7: torchvision's ``efficientnet_b0`` .. ``efficientnet_b7``;
+* FLOPs of B0..B7: fvcore 0.1.5 ``FlopCountAnalysis(model, 1x3xRxR).total()`` on
+  torchvision's models at each model's own resolution;
+* mobilenet-v2: torchvision ``mobilenet_v2`` params and fvcore FLOPs at 224;
+* mnasnet-b1: torchvision ``mnasnet1_0`` params (4,383,312).  Its fvcore count,
+  325,329,152, is 62,720 = 1280 * 7 * 7 lower than ours because torchvision's
+  MNASNet pools globally with ``x.mean([2, 3])``, which fvcore does not count,
+  while we use ``nn.AdaptiveAvgPool2d`` (1 flop per input element, the convention
+  of torchvision's EfficientNet);
+* mnasnet-a1 and efficientnet-l2: no torchvision model; the papers give 3.9M
+  params / 312M multiply-adds (MnasNet, Table 1; conv + linear only, which is
+  311,579,072 here) and 480M params (Noisy Student, Xie et al. 2020).  The exact
+  values are our own, pinned as regression numbers.
+"""
+from __future__ import annotations
+
+import doctest
+import random
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+
+import nas.cost
+import nas.testing
+from nas.build import build_model
+from nas.cost import conv_out, cost, count_params, fvcore_flops
+from nas.presets import load_preset, preset_names
+from nas.spec import iter_layers
+from nas.testing import random_spec
+
+torch.set_num_threads(1)  # small models; other work shares the cores
+
+# name: (resolution, params, fvcore FLOPs at that resolution)
+GOLDEN = {
+    "efficientnet-b0": (224, 5_288_548, 401_659_392),
+    "efficientnet-b1": (240, 7_794_184, 712_732_416),
+    "efficientnet-b2": (260, 9_109_994, 1_026_579_120),
+    "efficientnet-b3": (300, 12_233_232, 1_883_903_568),
+    "efficientnet-b4": (380, 19_341_616, 4_512_495_200),
+    "efficientnet-b5": (456, 30_389_784, 10_505_072_320),
+    "efficientnet-b6": (528, 43_040_704, 19_472_062_160),
+    "efficientnet-b7": (600, 66_347_960, 38_449_437_600),
+    "mobilenet-v2": (224, 3_504_872, 314_193_216),
+    # torchvision mnasnet1_0: 325,329,152 under fvcore; + the global pool it computes with x.mean
+    "mnasnet-b1": (224, 4_383_312, 325_329_152 + 1280 * 7 * 7),
+    # regression values (no external exact reference; see the module docstring)
+    "mnasnet-a1": (224, 3_887_038, 324_682_848),
+    "efficientnet-l2": (800, 480_309_308, 479_868_213_280),
+}
+EXTERNAL = {n for n in GOLDEN if n not in ("mnasnet-a1", "efficientnet-l2")}
+
+# fvcore on the full-resolution model: cheap enough for these (< 1 s each here).
+FVCORE_PRESETS = ["efficientnet-b0", "efficientnet-b1", "efficientnet-b2", "efficientnet-b3", "mobilenet-v2",
+                  "mnasnet-a1", "mnasnet-b1"]
+
+N_RANDOM = 200
+CHUNK = 25
+
+
+def test_every_preset_has_a_golden_number():
+    assert set(GOLDEN) == set(preset_names())
+    assert len(EXTERNAL) == 10
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_preset_parity(name):
+    res, params, flops = GOLDEN[name]
+    s = load_preset(name)
+    c = cost(s)
+    assert s.resolution == c.resolution == res
+    assert (c.params, c.flops) == (params, flops)
+
+
+def test_mnasnet_b1_differs_from_torchvision_only_by_the_global_pool():
+    c = cost(load_preset("mnasnet-b1"))
+    head = c.stages[-1]
+    assert head.in_resolution == 7
+    torchvision_fvcore = 325_329_152  # mnasnet1_0 pools with x.mean: fvcore counts it 0
+    assert c.flops - torchvision_fvcore == 1280 * 7 * 7
+
+
+def test_paper_numbers_for_presets_without_torchvision_model():
+    a1 = cost(load_preset("mnasnet-a1"))
+    assert round(a1.params / 1e5) == 39  # MnasNet Table 1: 3.9M
+    l2 = cost(load_preset("efficientnet-l2"))
+    assert round(l2.params / 1e6) == 480  # Noisy Student: 480M
+
+
+@pytest.mark.parametrize("name", FVCORE_PRESETS)
+def test_preset_analytic_equals_fvcore_and_numel(name):
+    s = load_preset(name)
+    model = build_model(s)
+    c = cost(s)
+    assert count_params(model) == c.params
+    assert fvcore_flops(model, s.resolution, s.in_channels) == c.flops
+
+
+@pytest.mark.slow
+def test_b4_analytic_equals_fvcore():
+    s = load_preset("efficientnet-b4")
+    model = build_model(s)
+    assert fvcore_flops(model, s.resolution) == cost(s).flops == GOLDEN["efficientnet-b4"][2]
+
+
+def test_b0_fvcore_breakdown_matches_reference():
+    """Pins fvcore's counting rules (they changed between versions): REFERENCE.md's measured B0 breakdown."""
+    from fvcore.nn import FlopCountAnalysis
+
+    model = build_model(load_preset("efficientnet-b0")).eval()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        a = FlopCountAnalysis(model, torch.zeros(1, 3, 224, 224))
+        a.unsupported_ops_warnings(False)
+        a.uncalled_modules_warnings(False)
+        by_op = dict(a.by_operator())
+    assert by_op == {"conv": 384_534_752, "batch_norm": 13_475_392, "adaptive_avg_pool2d": 2_369_248,
+                     "linear": 1_280_000}
+
+
+@pytest.mark.parametrize("start", range(0, N_RANDOM, CHUNK))
+def test_random_specs_analytic_equals_fvcore_and_numel(start):
+    mismatches = []
+    for seed in range(start, start + CHUNK):
+        s = random_spec(random.Random(seed))
+        model = build_model(s)
+        c = cost(s)
+        got = (count_params(model), fvcore_flops(model, s.resolution, s.in_channels))
+        if got != (c.params, c.flops):
+            mismatches.append((seed, (c.params, c.flops), got, s.resolution, s.short()))
+    assert not mismatches
+
+
+def test_random_specs_at_another_resolution():
+    mismatches = []
+    for seed in range(1000, 1015):
+        s = random_spec(random.Random(seed))
+        r = random.Random(seed).choice([1, 3, 9, 15, 40, 57])
+        model = build_model(s)
+        c = cost(s, r)
+        assert c.resolution == r and c.params == cost(s).params
+        assert c.flops == cost(s.replace(resolution=r)).flops
+        if fvcore_flops(model, r, s.in_channels) != c.flops:
+            mismatches.append((seed, r))
+    assert not mismatches
+
+
+def test_random_wide_specs():
+    """Wider channels (up to 256), more stages and repeats, 1000 classes: same exactness."""
+    mismatches = []
+    for seed in range(2000, 2005):
+        s = random_spec(random.Random(seed), max_resolution=64, small=False)
+        model = build_model(s)
+        c = cost(s)
+        if (count_params(model), fvcore_flops(model, s.resolution, s.in_channels)) != (c.params, c.flops):
+            mismatches.append(seed)
+    assert not mismatches
+
+
+# ---------------------------------------------------------------- the breakdown
+
+
+@pytest.mark.parametrize("name", ["efficientnet-b0", "mnasnet-a1"])
+def test_breakdown_rows_add_up_and_chain(name):
+    s = load_preset(name)
+    c = cost(s)
+    assert [r.name for r in c.stages] == ["stem"] + [f"stages[{i}]" for i in range(len(s.stages))] + ["head"]
+    assert sum(r.params for r in c.stages) == c.params
+    assert sum(r.flops for r in c.stages) == c.flops
+    rows = c.stages
+    for prev, row in zip(rows, rows[1:-1]):
+        assert row.in_resolution == prev.out_resolution
+        assert row.in_channels == prev.out_channels
+    assert rows[0].in_resolution == s.resolution and rows[0].out_resolution == conv_out(s.resolution, 2)
+    assert rows[-1].in_resolution == rows[-2].out_resolution and rows[-1].out_resolution == 1
+    for i, st in enumerate(s.stages):
+        row = rows[i + 1]
+        assert (row.op, row.kernel, row.repeats, row.out_channels) == (st.op, st.kernel, st.repeats, st.out_channels)
+        assert row.out_resolution == conv_out(row.in_resolution, st.stride)
+
+
+def test_b0_stage_resolutions():
+    c = cost(load_preset("efficientnet-b0"))
+    assert [(r.in_resolution, r.out_resolution) for r in c.stages] == [
+        (224, 112), (112, 112), (112, 56), (56, 28), (28, 14), (14, 14), (14, 7), (7, 7), (7, 1)]
+
+
+def test_breakdown_matches_fvcore_per_stage():
+    """Per-stage rows equal fvcore's per-module counts (not only the total)."""
+    from fvcore.nn import FlopCountAnalysis
+
+    s = random_spec(random.Random(7))
+    model = build_model(s).eval()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        a = FlopCountAnalysis(model, torch.zeros(1, s.in_channels, s.resolution, s.resolution))
+        a.unsupported_ops_warnings(False)
+        a.uncalled_modules_warnings(False)
+        by_module = a.by_module()
+    c = cost(s)
+    assert c.stages[0].flops == by_module["stem"]
+    for i in range(len(s.stages)):
+        assert c.stages[i + 1].flops == by_module[f"stages.{i}"]
+        assert c.stages[i + 1].params == sum(p.numel() for p in model.stages[i].parameters())
+    assert c.stages[-1].flops == by_module["head"] + by_module["pool"] + by_module["classifier"]
+
+
+def test_conv_out_is_same_padding_and_ceil_pool():
+    for size in range(1, 40):
+        for stride in (1, 2):
+            x = torch.zeros(1, 1, size, size)
+            for k in (1, 3, 5, 7):
+                conv = torch.nn.Conv2d(1, 1, k, stride, padding=(k - 1) // 2)
+                assert conv(x).shape[-1] == conv_out(size, stride)
+            pool = torch.nn.AvgPool2d(stride, stride, ceil_mode=True)
+            assert pool(x).shape[-1] == conv_out(size, stride)
+
+
+def test_cost_to_dict():
+    d = cost(load_preset("efficientnet-b0")).to_dict()
+    assert d["params"] == 5_288_548 and d["flops"] == 401_659_392 and len(d["stages"]) == 9
+
+
+def test_docstring_example():
+    result = doctest.testmod(nas.cost)
+    assert result.attempted >= 1 and result.failed == 0
+    result = doctest.testmod(nas.testing)
+    assert result.attempted >= 1 and result.failed == 0
+
+
+def test_cost_does_not_need_torch():
+    code = ("import sys, nas; c = nas.cost(nas.load_spec('efficientnet-b7')); "
+            "assert c.params == 66347960, c.params; "
+            "assert 'torch' not in sys.modules and 'fvcore' not in sys.modules, 'heavy import'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
