@@ -634,19 +634,30 @@ def _onnx_legacy(model, x, opset, tmpdir) -> bytes:
         torch.onnx.export(model, (x,), path, dynamo=False, input_names=["input"], output_names=["logits"],
                           dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset,
                           do_constant_folding=True)
+    if len(os.listdir(tmpdir)) > 1:  # weights went to external data files: the 2 GB protobuf limit
+        raise ExportError("the model is too large for a single ONNX file (over 2 GB of weights)")
     return Path(path).read_bytes()
 
 
 def _onnx_dynamo(model, x, opset, tmpdir) -> bytes:
     import contextlib
+    import logging
 
     import torch
 
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(model, (x,), dynamo=True, input_names=["input"], output_names=["logits"],
-                                    dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
-                                    opset_version=opset, verbose=False)
+    # The dynamo exporter prints progress to stdout and logs warnings (e.g. about torchvision
+    # ops) to stderr; a command's output must stay one line.
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(model, (x,), dynamo=True, input_names=["input"], output_names=["logits"],
+                                        dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
+                                        opset_version=opset, verbose=False)
+    finally:
+        logger.setLevel(level)
     return program.model_proto.SerializeToString()
 
 

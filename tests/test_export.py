@@ -174,10 +174,12 @@ def test_python_is_a_literal_table_that_needs_only_torch():
     assert "class MnasnetA1(nn.Module):" in code
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 def test_python_imports_in_a_fresh_interpreter_without_the_toolkit(tmp_path):
     spec = b0_small()
     path = tmp_path / "my_net.py"
     path.write_text(ex.export_python(spec, class_name="MyNet"), encoding="utf-8")
+    ex.export_torchscript(spec, tmp_path / "my_net.pt")
     script = (
         "import sys, runpy\n"
         "for name in ('nas', 'scaling', 'search_spaces'):\n"
@@ -192,6 +194,8 @@ def test_python_imports_in_a_fresh_interpreter_without_the_toolkit(tmp_path):
         "m = my_net.MyNet().eval()\n"
         "print(sorted(k for k in sys.modules if k == 'nas' or k.startswith('nas.')))\n"
         "runpy.run_path('my_net.py', run_name='__main__')\n"
+        "import torch\n"
+        "print(tuple(torch.jit.load('my_net.pt')(torch.randn(2, 3, 32, 32)).shape))\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONSTARTUP")}
     out = subprocess.run([sys.executable, "-s", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
@@ -200,6 +204,7 @@ def test_python_imports_in_a_fresh_interpreter_without_the_toolkit(tmp_path):
     lines = out.stdout.splitlines()
     assert lines[0] == "['nas']"  # only our None placeholder: nothing of the toolkit loaded
     assert "output (1, 10) at 32x32" in lines[1]
+    assert lines[2] == "(2, 10)"  # the TorchScript file needs no toolkit either
 
 
 # --------------------------------------------------------------------------- safety
@@ -410,6 +415,20 @@ def test_onnx_export_at_another_resolution_and_opset(tmp_path):
     report = ex.export_onnx(spec, tmp_path / "n.onnx", resolution=48, opset=17)
     assert report["opset"] == 17 and report["resolution"] == 48
     assert report["weights"].startswith("initialised")
+
+
+def test_onnx_falls_back_to_the_dynamo_exporter(tmp_path, monkeypatch, capfd):
+    def broken(*args):
+        raise RuntimeError("legacy exporter unavailable")
+
+    monkeypatch.setitem(ex._ONNX_EXPORTERS, "torchscript (legacy)", broken)
+    spec = random_spec(1)
+    state = calibrated_state(spec)
+    report = ex.export_onnx(spec, tmp_path / "d.onnx", weights=state)
+    assert report["exporter"] == "dynamo" and report["max_abs_diff"] <= ex.TOLERANCE
+    _onnx_check(tmp_path / "d.onnx", spec, state)
+    out, err = capfd.readouterr()
+    assert out == "" and "torchvision" not in err  # the exporter's chatter stays out of the command's output
 
 
 def test_a_failed_verification_writes_nothing(tmp_path, monkeypatch):
