@@ -27,6 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 MALLOC = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
@@ -67,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batches", default="1,32", help="comma-separated batch sizes")
     ap.add_argument("--default-malloc", action="store_true", help="keep glibc's default allocator settings")
     ap.add_argument("--profile", action="store_true", help="print the top ops of our eager module (torch.profiler)")
+    ap.add_argument("--torchvision-from", metavar="DIR",
+                    help="import torchvision from an unpacked wheel in DIR instead of site-packages; its C ops are not "
+                         "loaded (a CUDA wheel's extension cannot load beside a CPU torch; efficientnet_b0 needs none)")
     args = ap.parse_args(argv)
 
     import numpy as np
@@ -83,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     res = args.resolution
     print(f"EfficientNet-B0 at {res}x{res}, CPU, {args.threads} threads, eval + no_grad, float32")
     print(f"torch {torch.__version__}; {_malloc_line()}")
+    print("load average at start (1/5/15 min): " + " ".join(f"{v:.2f}" for v in os.getloadavg())
+          + f" on {os.cpu_count()} CPUs (other work on the machine slows every variant)")
     print(f"command: python benchmarks/bench_inference.py {' '.join(argv)}".rstrip())
 
     t0 = time.perf_counter()
@@ -113,8 +119,6 @@ def main(argv: list[str] | None = None) -> int:
     exported.load_state_dict(state, strict=True)
     variants["exported Python file"] = no_grad(exported.eval())
 
-    import warnings
-
     ts_report = ex.export_torchscript(spec, tmp / "b0.pt", weights=state, resolution=res)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -137,15 +141,28 @@ def main(argv: list[str] | None = None) -> int:
         notes.append(f"onnxruntime skipped: {e}")
 
     try:
+        if args.torchvision_from:
+            import types
+
+            sys.path.insert(0, args.torchvision_from)
+            # Fake-kernel registrations for the C ops (nms, roi_align, ...) fail without the extension.
+            sys.modules["torchvision._meta_registrations"] = types.ModuleType("torchvision._meta_registrations")
+            warnings.filterwarnings("ignore", module="torchvision")
         import torchvision
 
-        tv = torchvision.models.efficientnet_b0(weights=None).eval()
-        variants["torchvision efficientnet_b0, eager"] = no_grad(tv)
-        notes.append(f"torchvision {torchvision.__version__} (random weights; speed does not depend on them)")
-    except ImportError:
-        notes.append("torchvision is not installed: its efficientnet_b0 was skipped "
-                     "(REFERENCE.md measured it on this kind of machine: batch 1 28-40 img/s, batch 32 62 img/s "
-                     "with the same allocator settings)")
+        tv = torchvision.models.efficientnet_b0(weights=None)
+        ex.calibrate_bn(tv, min(res, 128), 3)  # same treatment as ours: unit-scale activations
+        variants["torchvision efficientnet_b0, eager"] = no_grad(tv.eval())
+        notes.append(f"torchvision {torchvision.__version__}"
+                     + (f" imported from {args.torchvision_from} (not installed)" if args.torchvision_from else "")
+                     + ", random weights with calibrated BN statistics, like ours")
+    except (ImportError, RuntimeError, OSError) as e:
+        if args.torchvision_from:
+            notes.append(f"torchvision could not be imported from {args.torchvision_from}: {type(e).__name__}: {e}")
+        else:
+            notes.append("torchvision is not installed: its efficientnet_b0 was skipped "
+                         "(REFERENCE.md measured it on this kind of machine: batch 1 28-40 img/s, batch 32 62 img/s "
+                         "with the same allocator settings)")
     notes.append(f"TorchScript by torch.jit.{ts_report['method']}, max |diff| vs PyTorch {ts_report['max_abs_diff']:.1e}")
 
     # All variants compute the same function (checked once, before timing).
@@ -203,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         f"per variant over {args.rounds} round-robin rounds; ratio = speed relative to 'ours, eager'")
     for n in notes:
         print("- " + n)
+    print("load average at end: " + " ".join(f"{v:.2f}" for v in os.getloadavg()))
     print(f"total time: {time.perf_counter() - t0:.0f} s")
     return 0
 
