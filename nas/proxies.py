@@ -16,11 +16,12 @@ Registry :data:`PROXIES`: name -> ``fn(model, x, y) -> float``.
     Computed in float64 with BN in eval mode (fresh running statistics make BN
     the identity, as in the reference code that builds nets without BN).  The
     score grows like a product over layers, so we return its natural **log**.
-    If float64 still overflows (very deep or wide nets), the weights of each
-    layer are scaled down by a power of two, which divides R and every term by
-    the product of the scales exactly for the piecewise-linear parts, and the
-    log of that product is added back (approximate only through saturating
-    gates such as SE's sigmoid).
+    If float64 still overflows (far beyond EfficientNet-B7: its log-score is
+    ~130, the float64 limit ~709), the weights of each layer are scaled down by
+    a power of two and the log of the product of the scales is added back.
+    That is exact for a plain chain of piecewise-linear layers and an
+    approximation otherwise (residual paths of different depth, SE gates), so
+    scores past the overflow point rank only roughly.
 ``naswot``
     Mellor et al., "Neural Architecture Search without Training", ICML 2021.
     Every activation unit (ReLU / ReLU6 / SiLU modules, found by forward hooks)
@@ -87,18 +88,19 @@ def synflow(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     ones = torch.ones((1,) + tuple(x.shape[1:]), dtype=torch.float64)
     layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     log_scale = 0.0
-    for _attempt in range(8):
+    for attempt in range(8):
         model.zero_grad(set_to_none=True)
         out = model(ones)
         total = out.sum()
         if bool(torch.isfinite(total.detach())) and float(total.detach()) > 0:
             total.backward()
-            score = sum(float((m.weight * m.weight.grad).sum()) for m in layers if m.weight.grad is not None)
+            with torch.no_grad():
+                score = sum(float((m.weight * m.weight.grad).sum()) for m in layers if m.weight.grad is not None)
             if math.isfinite(score) and score > 0:
                 return math.log(score) + log_scale
         # Overflow: shrink every layer by 2**-k.  For the (piecewise-)linear parts the
         # score scales by the product of the layer scales, which is added back in log.
-        k = 8
+        k = 8 << attempt  # 2**-8, 2**-16, ... per layer: large overflows resolve in a few tries
         with torch.no_grad():
             for m in layers:
                 m.weight.mul_(2.0 ** -k)
@@ -137,11 +139,15 @@ def _loss_grads(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[nn.P
 
 
 def grad_norm(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    return float(sum(float(w.grad.norm()) for w in _loss_grads(model, x, y)))
+    weights = _loss_grads(model, x, y)
+    with torch.no_grad():
+        return float(sum(float(w.grad.norm()) for w in weights))
 
 
 def snip(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    return float(sum(float((w * w.grad).abs().sum()) for w in _loss_grads(model, x, y)))
+    weights = _loss_grads(model, x, y)
+    with torch.no_grad():
+        return float(sum(float((w * w.grad).abs().sum()) for w in weights))
 
 
 def _model_params(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:

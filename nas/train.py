@@ -75,7 +75,9 @@ class Recipe:
     step_milestones: tuple[float, ...] = (1 / 3, 2 / 3, 8 / 9)  # fractions of the budget ("step")
     step_gamma: float = 0.1
     exp_gamma: float = 0.97  # per decay period ("exponential")
-    exp_period: float = 0.05  # fraction of the budget per decay period
+    # EfficientNet decays 0.97 every 2.4 of 350 epochs; as a fraction of the budget
+    # that shape (down to ~1% at the end) carries over to short runs.
+    exp_period: float = 2.4 / 350
     grad_clip: float | None = None
     bn_recalibration: int = 16  # training batches used to re-estimate BN statistics before evaluation
 
@@ -118,10 +120,14 @@ RECIPES: dict[str, Recipe] = {
     # 256) decayed 0.97 every 2.4 epochs is tuned for 350 ImageNet epochs; a
     # proxy task of 1-5 epochs needs a higher peak and a decay that spans the
     # budget: cosine to zero after 10% warm-up (timm's schedule for EfficientNet).
-    # A sweep of the peak (B0, 32 px, 1 epoch of the 3000-image sample, seed 0;
-    # held-out accuracy): 0.016 -> 0.21, 0.032 -> 0.38, 0.064 -> 0.60,
-    # 0.128 -> 0.62, 0.256 -> 0.28, 0.512 -> 0.13 per 256 images.
-    "efficientnet": Recipe(name="efficientnet", optimizer="rmsprop", lr=0.128, momentum=0.9, weight_decay=1e-5,
+    # Peak per 256 images, swept on B0 with seed 0 (held-out accuracy):
+    #   Fashion-MNIST, 6000 images, 24 px, 1 epoch (93 steps):
+    #     0.016 -> 0.65, 0.032 -> 0.68, 0.064 -> 0.43, 0.128 -> 0.10 (unstable);
+    #   the 3000-image sample, 32 px, 1 epoch (46 steps):
+    #     0.016 -> 0.21, 0.032 -> 0.38, 0.064 -> 0.60, 0.128 -> 0.62.
+    # Very short runs like a higher peak, but it diverges as soon as the run is a
+    # little longer; 0.032 (2x the paper) is the stable choice.
+    "efficientnet": Recipe(name="efficientnet", optimizer="rmsprop", lr=0.032, momentum=0.9, weight_decay=1e-5,
                            label_smoothing=0.1, warmup=0.1, schedule="cosine"),
     # ResNet's recipe (He et al. 2016; Goyal et al. 2017 for the linear scaling):
     # SGD momentum 0.9 without Nesterov, 0.1 per 256 images, step decay x0.1 at
