@@ -22,9 +22,10 @@ materialized module in eval mode, batch 1):
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import asdict, dataclass, field
 
-from .spec import Spec, expanded_channels, iter_layers, se_channels
+from .spec import Spec, SpecError, expanded_channels, iter_layers, se_channels
 
 __all__ = ["Cost", "StageCost", "cost", "conv_out", "fvcore_flops", "count_params"]
 
@@ -107,9 +108,21 @@ def _layer(acc: _Acc, op: str, cin: int, cout: int, k: int, stride: int, expand:
     return hw
 
 
+def _resolution(r) -> int:
+    """A positive integer (numpy integers and integral floats too).  Checked because a negative
+    size would square into a plausible-looking count, and int() would silently truncate 224.5."""
+    try:
+        v = None if isinstance(r, bool) else operator.index(r)
+    except TypeError:
+        v = int(r) if isinstance(r, float) and r.is_integer() else None
+    if v is None or v < 1:
+        raise SpecError("resolution", f"must be a positive integer, got {r!r}")
+    return v
+
+
 def cost(spec: Spec, resolution: int | None = None) -> Cost:
     """Params and FLOPs of ``spec`` at ``resolution`` (default: the spec's), with a per-stage breakdown."""
-    res = spec.resolution if resolution is None else int(resolution)
+    res = spec.resolution if resolution is None else _resolution(resolution)
     rows: list[StageCost] = []
 
     hw = conv_out(res, spec.stem.stride)

@@ -363,6 +363,8 @@ class Spec:
             raise SpecError("", f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
         except ValueError as e:  # NaN / Infinity
             raise SpecError("", f"not valid JSON: {e}") from None
+        except RecursionError:  # e.g. "[[[[..." thousands deep: bad input, not an internal error
+            raise SpecError("", "not valid JSON: nested too deeply") from None
         return cls.from_dict(data)
 
     @classmethod
