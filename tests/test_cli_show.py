@@ -109,6 +109,9 @@ def test_not_json_names_line_and_column(tmp_path):
     p.write_text('{\n  "format": "nas-spec",\n  "version": 1,,\n}\n', encoding="utf-8")
     assert_usage_error(run(str(p)), str(p), "not valid JSON", "line 3 column 16")
     assert_usage_error(run("{bad"), "not valid JSON", "line 1 column 2")
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000, encoding="utf-8")
+    assert_usage_error(run(str(deep)), "not valid JSON: nested too deeply")
 
 
 def test_invalid_spec_names_the_path(tmp_path):

@@ -33,7 +33,7 @@ import nas.testing
 from nas.build import build_model
 from nas.cost import conv_out, cost, count_params, fvcore_flops
 from nas.presets import load_preset, preset_names
-from nas.spec import iter_layers
+from nas.spec import SpecError, iter_layers
 from nas.testing import random_spec
 
 torch.set_num_threads(1)  # small models; other work shares the cores
@@ -221,6 +221,19 @@ def test_conv_out_is_same_padding_and_ceil_pool():
                 assert conv(x).shape[-1] == conv_out(size, stride)
             pool = torch.nn.AvgPool2d(stride, stride, ceil_mode=True)
             assert pool(x).shape[-1] == conv_out(size, stride)
+
+
+@pytest.mark.parametrize("bad", [0, -224, 224.5, True, "224"])
+def test_cost_refuses_bad_resolution(bad):
+    with pytest.raises(SpecError, match=r"^resolution: must be a positive integer, got "):
+        cost(load_preset("efficientnet-b0"), bad)
+
+
+def test_cost_resolution_accepts_integral_values():
+    import numpy as np
+
+    b0 = load_preset("efficientnet-b0")
+    assert cost(b0, 320.0).flops == cost(b0, np.int64(320)).flops == cost(b0, 320).flops
 
 
 def test_cost_to_dict():

@@ -167,6 +167,18 @@ def test_malformed_json_gives_line_and_column():
     assert str(info.value) == "not valid JSON: Expecting ',' delimiter at line 4 column 3"
 
 
+def test_deeply_nested_json_is_a_spec_error():
+    with pytest.raises(SpecError, match=r"^not valid JSON: nested too deeply$"):
+        Spec.from_json("[" * 100_000)
+
+
+def test_huge_number_in_provenance_is_rejected():
+    # 1e400 parses as float('inf') without a parse_constant call; to_json would write Infinity
+    text = load_preset("efficientnet-b0").replace(provenance={"x": 1}).to_json().replace('"x": 1', '"x": 1e400')
+    with pytest.raises(SpecError, match=r"^provenance: must contain only JSON values \(no NaN or Infinity\)$"):
+        Spec.from_json(text)
+
+
 def test_malformed_file_names_file_line_and_column(tmp_path):
     p = tmp_path / "arch.json"
     p.write_text('{\n  "format": "nas-spec",\n  "version": }\n', encoding="utf-8")
