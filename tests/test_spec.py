@@ -493,3 +493,49 @@ def test_spec_module_does_not_mutate_input():
     before = copy.deepcopy(doc)
     Spec.from_dict(doc)
     assert doc == before
+
+
+# ---------------------------------------------------------------- schema == validator, fuzzed
+
+_FUZZ_VALUES = [0, 1, 2, 3, 4, -1, 1.0, 2.0, 1.5, 0.5, 0.99, 1e-9, 15, 16, 17, 64, 65, 4096, 4097, 65536, 65537,
+                1_000_000, 1_000_001, True, False, None, "", "x", "swish", "relu6", "mbconv", "dwconv", "conv", "pool",
+                "none", "identity", "nas-spec", [], {}, [1], {"a": 1}]
+
+
+def _paths(d, prefix=()):
+    items = d.items() if isinstance(d, dict) else enumerate(d) if isinstance(d, list) else ()
+    for k, x in items:
+        yield prefix + (k,)
+        yield from _paths(x, prefix + (k,))
+
+
+def test_schema_agrees_with_validator_on_mutated_documents(validator):
+    """Random valid documents with one or two fields replaced by edge values (or deleted)."""
+    rng = random.Random(0)
+    verdicts = {True: 0, False: 0}
+    disagreements = []
+    for i in range(2000):
+        doc = random_spec_dict(random.Random(i % 300))
+        paths = list(_paths(doc))
+        for _ in range(rng.choice([1, 1, 2])):
+            path = rng.choice(paths)
+            parent = doc
+            try:
+                for k in path[:-1]:
+                    parent = parent[k]
+                if rng.random() < 0.1 and isinstance(parent, dict):
+                    del parent[path[-1]]
+                else:
+                    parent[path[-1]] = copy.deepcopy(rng.choice(_FUZZ_VALUES))
+            except (KeyError, IndexError, TypeError):
+                pass  # an earlier mutation removed or replaced the container
+        try:
+            Spec.from_dict(doc)
+            ours = True
+        except SpecError:
+            ours = False
+        verdicts[ours] += 1
+        if validator.is_valid(doc) != ours:
+            disagreements.append((i, ours, doc))
+    assert not disagreements[:3]
+    assert min(verdicts.values()) > 100  # both verdicts are well represented (about 200 valid, 1800 not)
