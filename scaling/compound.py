@@ -17,6 +17,7 @@ side: :data:`PUBLISHED` and :func:`compound_scale`.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -30,6 +31,13 @@ __all__ = [
     "Multipliers",
     "compound_multipliers",
     "compound_scale",
+    "ScalingError",
+    "MAX_PARAMS",
+    "scaled_dropout",
+    "estimate_params",
+    "check_coefficients",
+    "default_resolution_divisor",
+    "constraint_value",
     "Published",
     "PUBLISHED",
     "published_spec",
@@ -38,6 +46,11 @@ __all__ = [
 
 #: EfficientNet's grid-search result at phi = 1 (alpha: depth, beta: width, gamma: resolution).
 PAPER_COEFFICIENTS = (1.2, 1.1, 1.15)
+
+
+def constraint_value(alpha: float, beta: float, gamma: float) -> float:
+    """alpha * beta^2 * gamma^2: the FLOPs multiplier per unit of phi (the paper constrains it to about 2)."""
+    return alpha * beta ** 2 * gamma ** 2
 
 
 def round_filters(channels: int, width: float, divisor: int = 8) -> int:
@@ -94,12 +107,174 @@ def compound_multipliers(phi: float, alpha: float, beta: float, gamma: float) ->
     return Multipliers(depth=alpha ** phi, width=beta ** phi, resolution=gamma ** phi)
 
 
+class ScalingError(ValueError):
+    """A scaling request that cannot give a usable spec (bad phi or coefficients, too large a network)."""
+
+
+#: Refuse scaled specs above this many parameters (estimated before anything is
+#: built).  EfficientNet-L2 has 480M; 2e9 float32 parameters are 8 GB before
+#: gradients and optimizer state, more than a 24 GB machine can train.
+MAX_PARAMS = 2_000_000_000
+
+#: Dropout at phi = 0 is the base's; it rises linearly to this at phi = DROPOUT_PHI_MAX
+#: and stays there (the published B0..B7 go 0.2 -> 0.5 over phi = 0..7).
+DROPOUT_MAX = 0.5
+DROPOUT_PHI_MAX = 7.0
+
+#: Resolution search window around r * gamma^phi for the "flops" rule (fraction of it).
+RESOLUTION_WINDOW = 0.05
+
+RESOLUTION_RULES = ("flops", "nearest")
+
+
+def scaled_dropout(base_dropout: float, phi: float) -> float:
+    """The dropout schedule: linear from the base's rate at phi = 0 to 0.5 at phi = 7, capped.
+
+    Bigger networks overfit more, so the published family raises dropout with
+    size (B0 0.2 ... B7 0.5, in steps of 0.1 every two members).  A base already
+    at or above 0.5 keeps its rate.  Drop connect (stochastic depth) is NOT
+    scheduled: the reference keeps 0.2 for every member, and so do we (the base's
+    rate is kept).
+    """
+    if base_dropout >= DROPOUT_MAX:
+        return base_dropout
+    t = min(phi, DROPOUT_PHI_MAX) / DROPOUT_PHI_MAX
+    return round(base_dropout + (DROPOUT_MAX - base_dropout) * t, 4)
+
+
+def default_resolution_divisor(base_resolution: int) -> int:
+    """4 px (the published family's sizes are all multiples of 4) from 80 px up, 1 px below.
+
+    Why the switch: a step of the divisor should never be coarser than the
+    5 % steps of the gamma grid; at 16 px a 4-px step is 25 %, at 80 px it is 5 %.
+    """
+    return 4 if base_resolution >= 80 else 1
+
+
+def check_coefficients(phi: float, alpha: float, beta: float, gamma: float) -> None:
+    """Raise :class:`ScalingError` unless phi >= 0 and alpha, beta, gamma >= 1, all finite."""
+    for label, v in (("phi", phi), ("alpha", alpha), ("beta", beta), ("gamma", gamma)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ScalingError(f"{label} must be a number, got {type(v).__name__}")
+        if not math.isfinite(v):
+            raise ScalingError(f"{label} must be finite, got {v}")
+    if phi < 0:
+        raise ScalingError(f"phi must be >= 0, got {phi:g}")
+    for label, v in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
+        if v < 1:
+            raise ScalingError(f"{label} must be >= 1 (compound scaling only grows a network), got {v:g}")
+
+
+def _safe_multipliers(phi: float, alpha: float, beta: float, gamma: float) -> Multipliers:
+    try:
+        m = compound_multipliers(phi, alpha, beta, gamma)
+    except OverflowError:
+        m = Multipliers(math.inf, math.inf, math.inf)
+    # a multiplier of 1e6 already means channels far past any limit; stop before int(inf)
+    for label, v in (("depth", m.depth), ("width", m.width), ("resolution", m.resolution)):
+        if not math.isfinite(v) or v > 1e6:
+            raise ScalingError(f"phi={phi:g} is far too large: the {label} multiplier would be {v:.3g}")
+    return m
+
+
+def estimate_params(base: Spec, *, width: float = 1.0, depth: float = 1.0) -> int:
+    """Parameters of ``scale_spec(base, width=, depth=)`` computed without building (or validating) it.
+
+    Exact: parameters do not depend on resolution, and every layer of a stage
+    after the first has the same count, so a stage of ``n`` layers costs
+    ``first + (n - 1) * second`` — cheap even for absurd repeat counts.
+    """
+    from nas.cost import cost
+
+    stages = []
+    repeats = []
+    for s in base.stages:
+        n = round_repeats(s.repeats, depth)
+        repeats.append(n)
+        stages.append(dataclasses.replace(s, out_channels=round_filters(s.out_channels, width), repeats=min(n, 2)))
+    probe = dataclasses.replace(base, stem=dataclasses.replace(base.stem, out_channels=round_filters(base.stem.out_channels, width)),
+                                head=dataclasses.replace(base.head, out_channels=round_filters(base.head.out_channels, width)),
+                                stages=tuple(stages), provenance={})
+    c = cost(probe, resolution=1)
+    total = c.stages[0].params + c.stages[-1].params  # stem, head + classifier
+    for row, n, s in zip(c.stages[1:-1], repeats, stages):
+        if s.repeats == 1:
+            total += row.params
+        else:
+            single = cost(dataclasses.replace(probe, stages=tuple(dataclasses.replace(t, repeats=1) if t is s else t
+                                                                   for t in probe.stages)), resolution=1)
+            first = single.stages[1 + stages.index(s)].params
+            total += first + (n - 1) * (row.params - first)
+    return int(total)
+
+
+def _check_bounds(base: Spec, width: float, depth: float, resolution: int, phi: float) -> None:
+    """Clear messages for what Spec validation would refuse (instead of a bare SpecError path)."""
+    from nas.spec import MAX_CHANNELS, MAX_REPEATS, MAX_RESOLUTION
+
+    widest = max([round_filters(base.stem.out_channels, width), round_filters(base.head.out_channels, width)]
+                 + [round_filters(s.out_channels, width) for s in base.stages])
+    if widest > MAX_CHANNELS:
+        raise ScalingError(f"phi={phi:g} gives width x{width:.3g}: {widest} channels, above the spec limit {MAX_CHANNELS}")
+    deepest = max(round_repeats(s.repeats, depth) for s in base.stages)
+    if deepest > MAX_REPEATS:
+        raise ScalingError(f"phi={phi:g} gives depth x{depth:.3g}: a stage of {deepest} layers, above the spec limit {MAX_REPEATS}")
+    if resolution > MAX_RESOLUTION:
+        raise ScalingError(f"phi={phi:g} gives resolution {resolution} px, above the spec limit {MAX_RESOLUTION}")
+
+
+def _pick_resolution(sized: Spec, base: Spec, target_res: float, target_flops: float, divisor: int, rule: str) -> int:
+    """The resolution for a scaled spec (see :func:`compound_scale`)."""
+    from nas.cost import cost
+
+    nearest = round_resolution(target_res, divisor)
+    if rule == "nearest":
+        return nearest
+    lo = max(divisor, math.ceil(target_res * (1 - RESOLUTION_WINDOW) / divisor) * divisor)
+    hi = math.floor(target_res * (1 + RESOLUTION_WINDOW) / divisor) * divisor
+    options = sorted(set(range(lo, hi + 1, divisor)) | {nearest})
+    # closest FLOPs to the target; ties go to the resolution nearest r * gamma^phi
+    return min(options, key=lambda r: (abs(math.log(cost(sized, r).flops / target_flops)), abs(r - target_res)))
+
+
 def compound_scale(base: Spec, phi: float, alpha: float = PAPER_COEFFICIENTS[0], beta: float = PAPER_COEFFICIENTS[1],
-                   gamma: float = PAPER_COEFFICIENTS[2], *, resolution_divisor: int = 4,
-                   dropout: float | None = None, name: str | None = None) -> Spec:
-    """Scale ``base`` by ``phi`` with coefficients (alpha, beta, gamma); FLOPs grow about (alpha*beta^2*gamma^2)^phi."""
-    m = compound_multipliers(phi, alpha, beta, gamma)
-    res = round_resolution(base.resolution * m.resolution, resolution_divisor)
+                   gamma: float = PAPER_COEFFICIENTS[2], *, resolution_divisor: int | None = None,
+                   resolution_rule: str = "flops", dropout: float | None = None, name: str | None = None,
+                   max_params: float | None = MAX_PARAMS) -> Spec:
+    """Scale ``base`` by ``phi`` with coefficients (alpha, beta, gamma); FLOPs grow about (alpha*beta^2*gamma^2)^phi.
+
+    * depth: every stage's repeats ``ceil(n * alpha^phi)`` (:func:`round_repeats`);
+    * width: every width, stem and head included, ``round_filters(c, beta^phi)``;
+    * resolution: ``r * gamma^phi`` on a grid of ``resolution_divisor`` px
+      (default :func:`default_resolution_divisor`: 4 px from 80 px up, else 1).
+      Rule ``"nearest"`` takes the nearest grid point.  Rule ``"flops"`` (the
+      default) takes, among grid points within 5 % of ``r * gamma^phi``, the one
+      whose FLOPs come closest to ``base FLOPs * (alpha*beta^2*gamma^2)^phi``.
+      Why: the ceiling on repeats adds up to one layer per stage (B0 at phi = 2
+      has 26 layers instead of 16 * 1.44 = 23) and 'same' padding rounds feature
+      maps up, so plain rounding overshoots the FLOPs the compound rule promises
+      by up to a third at small phi; a resolution nudge of at most 5 % gives it back;
+    * dropout: :func:`scaled_dropout` (base rate at phi = 0 -> 0.5 at phi = 7)
+      unless ``dropout`` is given; drop connect: the base's (0.2 for B0, as in the reference).
+
+    phi may be fractional; phi = 0 returns the base unchanged except for its name
+    and provenance.  Raises :class:`ScalingError` (one line) for phi < 0, a
+    coefficient < 1, a non-finite value, a spec beyond the spec limits, or more
+    than ``max_params`` parameters (estimated before any spec is built).
+    """
+    check_coefficients(phi, alpha, beta, gamma)
+    if resolution_rule not in RESOLUTION_RULES:
+        raise ScalingError(f"resolution_rule must be one of {', '.join(RESOLUTION_RULES)}, got {resolution_rule!r}")
+    m = _safe_multipliers(phi, alpha, beta, gamma)
+    if max_params is not None:
+        n = estimate_params(base, width=m.width, depth=m.depth)
+        if n > max_params:
+            raise ScalingError(f"phi={phi:g} would give about {n:.3g} parameters ({n * 4 / 2**30:,.0f} GiB in float32), "
+                               f"above the limit of {max_params:.3g}")
+    divisor = resolution_divisor or default_resolution_divisor(base.resolution)
+    target_res = base.resolution * m.resolution
+    _check_bounds(base, m.width, m.depth, round_resolution(target_res, divisor), phi)
+    ratio = alpha * beta ** 2 * gamma ** 2
     prov = {
         "scaling": {
             "base": base.name,
@@ -111,10 +286,21 @@ def compound_scale(base: Spec, phi: float, alpha: float = PAPER_COEFFICIENTS[0],
             "depth_multiplier": m.depth,
             "width_multiplier": m.width,
             "resolution_multiplier": m.resolution,
+            "flops_multiplier": ratio ** phi,
+            "resolution_rule": resolution_rule,
+            "resolution_divisor": divisor,
         }
     }
-    return scale_spec(base, width=m.width, depth=m.depth, resolution=res, dropout=dropout,
-                      name=name if name is not None else f"{base.name or 'spec'}-phi{phi:g}", provenance=prov)
+    label = name if name is not None else f"{base.name or 'spec'}-phi{phi:g}"
+    new_dropout = dropout if dropout is not None else scaled_dropout(base.dropout, phi)
+    sized = scale_spec(base, width=m.width, depth=m.depth, dropout=new_dropout, name=label, provenance=prov)
+    if m.resolution == 1.0:
+        res = base.resolution  # phi = 0 (or gamma = 1): keep the base's, even off the divisor grid
+    else:
+        from nas.cost import cost
+
+        res = _pick_resolution(sized, base, target_res, cost(base).flops * ratio ** phi, divisor, resolution_rule)
+    return sized.replace(resolution=res)
 
 
 @dataclass(frozen=True)
