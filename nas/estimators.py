@@ -1,0 +1,136 @@
+"""Estimators: how good is an architecture?  Registry :data:`ESTIMATORS`.
+
+An estimator is a callable ``est(spec, report=None) -> Estimate``.  ``report``
+(optional) is the multi-fidelity hook: the training estimator calls
+``report(epoch, val_accuracy)`` after every epoch and stops early (``pruned``)
+when it returns True, which is how an Optuna pruner plugs in.
+
+* ``proxy:<name>`` for every proxy of :data:`nas.proxies.PROXIES`: a
+  training-free score of the untrained network on one minibatch of the data at
+  a reduced resolution (default 32 px).  ``Estimate.score`` is the raw proxy
+  value (log-scale, any sign); the search maps it to an accuracy-like number
+  with :class:`nas.reward.ProxyMap`.
+* ``train``: :func:`nas.train.train_and_evaluate` (MnasNet's proxy task: the
+  spec with the dataset's classes at a reduced resolution, a few epochs);
+  ``score`` is the held-out accuracy.
+
+A failure (exception, diverged or out-of-memory training) is an ``Estimate`` with
+``failed=True`` and a one-line ``reason``, never an exception out of the estimator.
+
+Factories share one signature: ``factory(dataset, *, resolution=None, epochs=1,
+seed=0, batch_size=64, limit_train=None, limit_val=None)``; each uses what it needs.
+"""
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .spec import Spec
+
+__all__ = ["Estimate", "ProxyEstimator", "TrainEstimator", "ESTIMATORS", "DEFAULT_ESTIMATOR", "make_estimator",
+           "PROXY_RESOLUTION"]
+
+# The default: synflow, the best-ranked training-free proxy in the literature
+# (REFERENCE.md: |rho| 0.74 on NAS-Bench-201).  One constant, so that the proxy
+# study (results/evaluation/) can change it.
+DEFAULT_ESTIMATOR = "proxy:synflow"
+PROXY_RESOLUTION = 32  # proxies run at a reduced resolution; FLOPs are counted at the spec's own
+
+
+@dataclass(frozen=True)
+class Estimate:
+    score: float | None  # raw: proxy value or accuracy
+    kind: str  # "proxy" | "train"
+    failed: bool = False
+    reason: str | None = None
+    pruned: bool = False
+    seconds: float = 0.0
+    details: dict = field(default_factory=dict)
+
+
+class ProxyEstimator:
+    kind = "proxy"
+
+    def __init__(self, proxy: str, dataset, *, resolution: int | None = None, seed: int = 0, batch_size: int = 64,
+                 **_unused):
+        from .proxies import PROXIES
+
+        if proxy not in PROXIES:
+            raise KeyError(f"unknown proxy {proxy!r}; proxies: {', '.join(PROXIES)}")
+        self.proxy, self.dataset, self.seed, self.batch_size = proxy, dataset, seed, batch_size
+        self.resolution = int(resolution or PROXY_RESOLUTION)
+        self.name = f"proxy:{proxy}"
+
+    def __call__(self, spec: Spec, report: Callable | None = None) -> Estimate:
+        import math
+
+        from .proxies import score_proxy
+
+        t0 = time.perf_counter()
+        try:
+            v = score_proxy(self.proxy, spec, self.dataset, resolution=self.resolution, batch_size=self.batch_size,
+                            seed=self.seed)
+        except (RuntimeError, ValueError, MemoryError, FloatingPointError) as e:
+            return Estimate(None, self.kind, True, f"{type(e).__name__}: {e}".splitlines()[0],
+                            seconds=time.perf_counter() - t0)
+        if not math.isfinite(v):
+            return Estimate(None, self.kind, True, f"{self.proxy} score is {v}", seconds=time.perf_counter() - t0)
+        return Estimate(v, self.kind, seconds=time.perf_counter() - t0)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "resolution": self.resolution, "seed": self.seed, "batch_size": self.batch_size}
+
+
+class TrainEstimator:
+    kind = "train"
+    name = "train"
+
+    def __init__(self, dataset, *, resolution: int | None = None, epochs: float = 1, seed: int = 0,
+                 batch_size: int = 64, limit_train: int | None = None, limit_val: int | None = None, **_unused):
+        self.dataset, self.resolution, self.epochs, self.seed = dataset, resolution, epochs, seed
+        self.batch_size, self.limit_train, self.limit_val = batch_size, limit_train, limit_val
+
+    def __call__(self, spec: Spec, report: Callable | None = None) -> Estimate:
+        from .train import train_and_evaluate
+
+        on_epoch = (lambda epoch, acc: bool(report(epoch, acc))) if report else None
+        t0 = time.perf_counter()
+        try:
+            r = train_and_evaluate(spec, self.dataset, epochs=self.epochs, resolution=self.resolution,
+                                   batch_size=self.batch_size, seed=self.seed, limit_train=self.limit_train,
+                                   limit_val=self.limit_val, on_epoch=on_epoch)
+        except (RuntimeError, ValueError, MemoryError) as e:
+            return Estimate(None, self.kind, True, f"{type(e).__name__}: {e}".splitlines()[0],
+                            seconds=time.perf_counter() - t0)
+        details = {"loss": r.loss, "epochs": r.epochs, "steps": r.steps, "images_per_second": r.images_per_second}
+        if r.failed:
+            return Estimate(None, self.kind, True, r.reason or "training failed", seconds=r.seconds, details=details)
+        return Estimate(r.accuracy, self.kind, pruned=bool(r.pruned), seconds=r.seconds, details=details)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "resolution": self.resolution, "epochs": self.epochs, "seed": self.seed,
+                "batch_size": self.batch_size, "limit_train": self.limit_train, "limit_val": self.limit_val}
+
+
+def _registry() -> dict[str, Callable]:
+    from .proxies import PROXIES
+
+    reg: dict[str, Callable] = {f"proxy:{p}": functools.partial(ProxyEstimator, p) for p in PROXIES}
+    reg["train"] = TrainEstimator
+    return reg
+
+
+ESTIMATORS: dict[str, Callable] = _registry()
+
+
+def make_estimator(name: str, dataset, **options):
+    """``name`` is a key of :data:`ESTIMATORS`; ``proxy`` alone means the default proxy."""
+    if name == "proxy":
+        name = DEFAULT_ESTIMATOR if DEFAULT_ESTIMATOR.startswith("proxy:") else "proxy:synflow"
+    try:
+        factory = ESTIMATORS[name]
+    except KeyError:
+        raise KeyError(f"unknown estimator {name!r}; estimators: {', '.join(ESTIMATORS)}") from None
+    return factory(dataset, **options)

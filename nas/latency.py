@@ -1,0 +1,100 @@
+"""Measured inference latency of a spec on this machine (the MnasNet cost, Sec. 3).
+
+Protocol: the materialized model (:func:`nas.build.build_model`) in eval mode
+under ``torch.no_grad()``, batch 1 at the spec's own resolution, ``warmup``
+untimed runs, then the **median** of ``runs`` timed runs (robust to the other
+processes sharing the machine).  ``torch.set_num_threads(threads)`` is fixed for
+the measurement (MnasNet measured single-thread on a phone CPU; default 1) and
+restored afterwards; the thread count is reported with every result.
+
+Results are cached per spec fingerprint (architecture only) in memory and, when
+``cache_path`` is given, in a JSON file keyed by ``fingerprint@threads``, so that
+a resumed search does not measure twice.  The file is rewritten atomically.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .spec import Spec, atomic_write_text
+
+__all__ = ["Latency", "LatencyMeter", "measure_latency"]
+
+
+@dataclass(frozen=True)
+class Latency:
+    seconds: float  # the median
+    threads: int
+    runs: int
+    resolution: int
+
+    def to_dict(self) -> dict:
+        return {"seconds": self.seconds, "threads": self.threads, "runs": self.runs, "resolution": self.resolution}
+
+
+def measure_latency(spec: Spec, *, threads: int = 1, warmup: int = 3, runs: int = 10) -> Latency:
+    """Median seconds of one batch-1 forward pass at ``spec.resolution``."""
+    import torch
+
+    from .build import build_model
+
+    if threads < 1 or runs < 1 or warmup < 0:
+        raise ValueError("threads and runs must be >= 1, warmup >= 0")
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = build_model(spec).eval()
+        x = torch.randn(1, spec.in_channels, spec.resolution, spec.resolution)
+        times = []
+        with torch.no_grad():
+            for _ in range(warmup):
+                model(x)
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                model(x)
+                times.append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(old)
+    return Latency(statistics.median(times), threads, runs, spec.resolution)
+
+
+class LatencyMeter:
+    """``meter(spec) -> seconds``, cached per fingerprint (memory + optional JSON file)."""
+
+    def __init__(self, *, threads: int = 1, warmup: int = 3, runs: int = 10, cache_path: str | os.PathLike | None = None):
+        self.threads, self.warmup, self.runs = threads, warmup, runs
+        self.cache_path = Path(cache_path) if cache_path else None
+        self._cache: dict[str, dict] = {}
+        if self.cache_path and self.cache_path.exists():
+            try:
+                data = json.loads(self.cache_path.read_text())
+                if isinstance(data, dict):
+                    self._cache.update({k: v for k, v in data.items() if isinstance(v, dict) and "seconds" in v})
+            except (OSError, ValueError):
+                pass  # a corrupt cache is only a cache: measure again
+
+    def _key(self, spec: Spec) -> str:
+        return f"{spec.fingerprint()}@{self.threads}"
+
+    def measure(self, spec: Spec) -> Latency:
+        key = self._key(spec)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return Latency(float(hit["seconds"]), int(hit["threads"]), int(hit["runs"]), int(hit["resolution"]))
+        lat = measure_latency(spec, threads=self.threads, warmup=self.warmup, runs=self.runs)
+        self._cache[key] = lat.to_dict()
+        if self.cache_path:
+            atomic_write_text(self.cache_path, json.dumps(self._cache, indent=1, sort_keys=True) + "\n")
+        return lat
+
+    def __call__(self, spec: Spec) -> float:
+        return self.measure(spec).seconds
+
+    def __len__(self) -> int:
+        return len(self._cache)

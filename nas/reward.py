@@ -1,0 +1,144 @@
+"""The MnasNet reward, and the map that turns a proxy score into an accuracy-like number.
+
+MnasNet (Tan et al. 2019, Eq. 2) scores a model m by::
+
+    reward(m) = ACC(m) * (C(m) / T) ** w,    w = alpha if C(m) <= T else beta
+
+where C is the cost (latency on the phone in MnasNet, FLOPs in EfficientNet) and
+T the target.  ``soft``: alpha = beta = -0.07 (a model twice as costly must be
+about 5 % more accurate to score the same: 2 ** -0.07 = 0.953); ``hard``:
+alpha = 0, beta = -1 (no bonus below the target, a steep penalty above it).
+
+Doctest (B0 at a 400M target, soft)::
+
+    >>> r = Reward.make(400e6, "flops", "soft")
+    >>> round(r(0.771, 401_659_392), 6)
+    0.770777
+    >>> Reward.make(400e6, "flops", "hard")(0.5, 800e6)
+    0.25
+
+A training-free proxy (synflow, ...) is not an accuracy: its values are log-scale,
+may be negative and are only meaningful *relative* to other architectures.  The
+product with (C/T)^w needs a positive number whose relative changes mean what
+relative accuracy changes mean, so :class:`ProxyMap` maps a proxy score ``s`` to
+
+    acc_like(s) = sigmoid(logit(p_ref) + (s - s_ref) / scale)
+
+a fixed, monotone map anchored at a reference architecture (EfficientNet-B0,
+``s_ref`` measured by the same proxy in the same run, ``p_ref`` = 0.771, B0's
+published ImageNet top-1) with ``scale`` = the proxy's spread (standard deviation)
+over a fixed, seeded sample of the search space, also measured in the run: one
+"typical" difference between two architectures of the space is one logit.  The
+map preserves the proxy's ranking; it does not make the proxy an accuracy, and a
+"proxy reward" is a prediction of the trade-off, not a measurement of it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = ["CONSTRAINTS", "METRICS", "Reward", "ProxyMap", "IdentityMap", "B0_TOP1"]
+
+# constraint -> (alpha, beta)
+CONSTRAINTS: dict[str, tuple[float, float]] = {"soft": (-0.07, -0.07), "hard": (0.0, -1.0)}
+METRICS = ("flops", "latency")
+B0_TOP1 = 0.771  # EfficientNet-B0 ImageNet top-1 (Tan & Le 2019, Table 2): the proxy map's anchor
+
+
+@dataclass(frozen=True)
+class Reward:
+    """ACC * (C/T)^w with w = alpha below or at the target, beta above it."""
+
+    target: float
+    metric: str = "flops"
+    alpha: float = -0.07
+    beta: float = -0.07
+    constraint: str = "soft"
+
+    def __post_init__(self):
+        if not (isinstance(self.target, (int, float)) and math.isfinite(self.target) and self.target > 0):
+            raise ValueError(f"target must be a positive number, got {self.target!r}")
+        if self.metric not in METRICS:
+            raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
+        for n in ("alpha", "beta"):
+            v = getattr(self, n)
+            if not (isinstance(v, (int, float)) and math.isfinite(v)):
+                raise ValueError(f"{n} must be a finite number, got {v!r}")
+
+    @classmethod
+    def make(cls, target: float, metric: str = "flops", constraint: str = "soft", w: float | None = None) -> "Reward":
+        """``constraint`` soft|hard sets (alpha, beta); ``w`` (if given) overrides both."""
+        if constraint not in CONSTRAINTS:
+            raise ValueError(f"constraint must be one of {', '.join(CONSTRAINTS)}, got {constraint!r}")
+        alpha, beta = CONSTRAINTS[constraint]
+        if w is not None:
+            alpha = beta = float(w)
+        return cls(float(target), metric, alpha, beta, constraint)
+
+    def weight(self, cost: float) -> float:
+        return self.alpha if cost <= self.target else self.beta
+
+    def __call__(self, accuracy: float, cost: float) -> float:
+        if not cost > 0:
+            raise ValueError(f"cost must be positive, got {cost!r}")
+        return float(accuracy) * (float(cost) / self.target) ** self.weight(cost)
+
+    def to_dict(self) -> dict:
+        return {"target": self.target, "metric": self.metric, "constraint": self.constraint,
+                "alpha": self.alpha, "beta": self.beta}
+
+
+def _sigmoid(x: float) -> float:
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
+
+
+@dataclass(frozen=True)
+class IdentityMap:
+    """The training estimator already yields an accuracy."""
+
+    kind: str = "identity"
+
+    def __call__(self, score: float) -> float:
+        return float(score)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind}
+
+
+@dataclass(frozen=True)
+class ProxyMap:
+    """acc_like(s) = sigmoid(logit(p_ref) + (s - s_ref) / scale): monotone, in (0, 1)."""
+
+    reference_score: float
+    scale: float
+    reference_accuracy: float = B0_TOP1
+    kind: str = "proxy-logistic"
+
+    def __post_init__(self):
+        if not (math.isfinite(self.reference_score) and math.isfinite(self.scale) and self.scale > 0):
+            raise ValueError(f"ProxyMap needs a finite reference score and a positive scale, got "
+                             f"{self.reference_score!r}, {self.scale!r}")
+        if not 0 < self.reference_accuracy < 1:
+            raise ValueError("reference_accuracy must be in (0, 1)")
+
+    @classmethod
+    def fit(cls, reference_score: float, sample_scores, reference_accuracy: float = B0_TOP1) -> "ProxyMap":
+        """Scale = standard deviation of ``sample_scores`` (finite ones; 1.0 if they do not vary)."""
+        xs = [float(s) for s in sample_scores if s is not None and math.isfinite(s)]
+        if len(xs) >= 2:
+            mean = sum(xs) / len(xs)
+            sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
+        else:
+            sd = 0.0
+        return cls(float(reference_score), sd if sd > 0 else 1.0, reference_accuracy)
+
+    def __call__(self, score: float) -> float:
+        p = self.reference_accuracy
+        return _sigmoid(math.log(p / (1 - p)) + (float(score) - self.reference_score) / self.scale)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "reference_score": self.reference_score, "scale": self.scale,
+                "reference_accuracy": self.reference_accuracy}

@@ -1,0 +1,75 @@
+"""The MnasNet reward ACC*(C/T)^w and the proxy -> accuracy-like map."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from nas.reward import B0_TOP1, CONSTRAINTS, IdentityMap, ProxyMap, Reward
+
+
+def test_constraints_are_the_papers():
+    assert CONSTRAINTS == {"soft": (-0.07, -0.07), "hard": (0.0, -1.0)}
+
+
+def test_soft_reward_values():
+    r = Reward.make(400e6, "flops", "soft")
+    assert r(0.8, 400e6) == pytest.approx(0.8)
+    assert r(0.8, 800e6) == pytest.approx(0.8 * 2 ** -0.07)
+    assert r(0.8, 200e6) == pytest.approx(0.8 * 0.5 ** -0.07)
+    # the paper's reading: twice the cost needs ~5% more accuracy to break even
+    assert r(0.8 / 2 ** -0.07, 800e6) == pytest.approx(r(0.8, 400e6))
+
+
+def test_hard_reward_values():
+    r = Reward.make(400e6, "flops", "hard")
+    assert r(0.8, 100e6) == pytest.approx(0.8)  # no bonus below the target
+    assert r(0.8, 400e6) == pytest.approx(0.8)
+    assert r(0.8, 800e6) == pytest.approx(0.4)
+
+
+def test_w_overrides_both_exponents():
+    r = Reward.make(1.0, "latency", "hard", w=-0.2)
+    assert (r.alpha, r.beta) == (-0.2, -0.2)
+    assert r(0.5, 2.0) == pytest.approx(0.5 * 2 ** -0.2)
+
+
+@pytest.mark.parametrize("bad", [dict(target=0), dict(target=-1), dict(target=float("nan")),
+                                 dict(target=1, metric="params"), dict(target=1, constraint="medium")])
+def test_bad_reward_arguments(bad):
+    with pytest.raises(ValueError):
+        Reward.make(**bad)
+
+
+def test_cost_must_be_positive():
+    with pytest.raises(ValueError):
+        Reward.make(1.0)(0.5, 0.0)
+
+
+def test_monotone_in_accuracy_and_cost():
+    r = Reward.make(400e6)
+    assert r(0.8, 300e6) > r(0.7, 300e6)
+    assert r(0.8, 300e6) > r(0.8, 500e6)
+
+
+def test_proxy_map_is_anchored_monotone_and_bounded():
+    m = ProxyMap.fit(50.0, [40.0, 45.0, 50.0, 55.0, 60.0])
+    assert m(50.0) == pytest.approx(B0_TOP1)
+    assert m.scale == pytest.approx(math.sqrt(62.5))
+    xs = [-1e6, -100, 0, 40, 49, 50, 51, 60, 1e3, 1e6]
+    ys = [m(x) for x in xs]
+    assert all(0 <= y <= 1 for y in ys) and ys == sorted(ys)
+    assert m(50 + m.scale) == pytest.approx(1 / (1 + math.exp(-(math.log(B0_TOP1 / (1 - B0_TOP1)) + 1))))
+
+
+def test_proxy_map_degenerate_inputs():
+    assert ProxyMap.fit(1.0, [2.0, 2.0]).scale == 1.0  # no spread: unit scale, still monotone
+    assert ProxyMap.fit(1.0, [float("nan"), 3.0]).scale == 1.0
+    with pytest.raises(ValueError):
+        ProxyMap(float("inf"), 1.0)
+    with pytest.raises(ValueError):
+        ProxyMap(0.0, 0.0)
+
+
+def test_identity_map():
+    assert IdentityMap()(0.42) == 0.42
