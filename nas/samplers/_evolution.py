@@ -48,9 +48,9 @@ class RegularizedEvolutionSampler(BaseSampler):
 
     def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        self._raise_error_if_multi_objective(study)
         if not search_space:
             return {}
-        self._raise_error_if_multi_objective(study)
         done = [t for t in study._get_trials(deepcopy=False, states=(TrialState.COMPLETE,), use_cache=True)
                 if all(n in t.params for n in search_space)]
         if len(done) < self.population_size:
@@ -88,4 +88,5 @@ class RegularizedEvolutionSampler(BaseSampler):
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
+        self._raise_error_if_multi_objective(study)
         return self._random.sample_independent(study, trial, param_name, param_distribution)

@@ -61,6 +61,7 @@ class PolicyGradientSampler(BaseSampler):
         return {}
 
     def sample_relative(self, study, trial, search_space):
+        self._raise_error_if_multi_objective(study)
         return {}
 
     def probabilities(self, name: str) -> np.ndarray | None:
@@ -108,9 +109,9 @@ class PolicyGradientSampler(BaseSampler):
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:
+        self._raise_error_if_multi_objective(study)
         if not isinstance(param_distribution, CategoricalDistribution):
             return self._random.sample_independent(study, trial, param_name, param_distribution)
-        self._raise_error_if_multi_objective(study)
         self._update(study)
         p = _softmax(self._policy(param_name, param_distribution))
         return param_distribution.choices[int(self._rng.choice(len(p), p=p))]
