@@ -121,7 +121,13 @@ def _resolution(r) -> int:
 
 
 def cost(spec: Spec, resolution: int | None = None) -> Cost:
-    """Params and FLOPs of ``spec`` at ``resolution`` (default: the spec's), with a per-stage breakdown."""
+    """Params and FLOPs of ``spec`` at ``resolution`` (default: the spec's), with a per-stage breakdown.
+
+    ``spec`` is a :class:`Spec` or anything :func:`nas.load_spec` accepts.
+    """
+    if not isinstance(spec, Spec):
+        from .presets import load_spec
+        spec = load_spec(spec)
     res = spec.resolution if resolution is None else _resolution(resolution)
     rows: list[StageCost] = []
 

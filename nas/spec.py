@@ -358,7 +358,7 @@ class Spec:
     def from_json(cls, text: str) -> "Spec":
         """Parse and validate; malformed JSON raises SpecError with line and column."""
         try:
-            data = json.loads(text, parse_constant=_reject_constant)
+            data = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicate_keys)
         except json.JSONDecodeError as e:
             raise SpecError("", f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
         except ValueError as e:  # NaN / Infinity
@@ -470,6 +470,15 @@ def iter_layers(spec: Spec) -> Iterator[LayerPlan]:
                             spec.drop_connect_rate * g / total)
             in_ch = stage.out_channels
             g += 1
+
+
+def _no_duplicate_keys(pairs: list) -> dict:
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:  # JSON allows it, but the last one silently winning hides typos
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
 
 
 def _reject_constant(name: str):

@@ -539,3 +539,21 @@ def test_schema_agrees_with_validator_on_mutated_documents(validator):
             disagreements.append((i, ours, doc))
     assert not disagreements[:3]
     assert min(verdicts.values()) > 100  # both verdicts are well represented (about 200 valid, 1800 not)
+
+
+def test_duplicate_json_keys_are_refused():
+    from nas.presets import load_preset
+    text = load_preset("efficientnet-b0").to_json().replace('"resolution": 224,', '"resolution": 224, "resolution": 256,')
+    with pytest.raises(SpecError, match="duplicate key 'resolution'"):
+        Spec.from_json(text)
+
+
+def test_empty_spec_source_is_refused():
+    from nas.presets import load_spec
+    with pytest.raises(SpecError, match="empty spec"):
+        load_spec("   ")
+
+
+def test_cost_accepts_what_load_spec_accepts():
+    import nas
+    assert nas.cost("efficientnet-b0").flops == 401_659_392  # REFERENCE.md, fvcore on torchvision B0

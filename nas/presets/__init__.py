@@ -50,6 +50,8 @@ def load_spec(source) -> Spec:
     if not isinstance(source, str):
         raise SpecError("", f"cannot load a spec from {type(source).__name__}")
     text = source.strip()
+    if not text:
+        raise SpecError("", "empty spec: give a preset name, a JSON file or a JSON string")
     if text.startswith("{"):
         return Spec.from_json(text)
     if text in preset_names():
