@@ -568,3 +568,15 @@ def test_cli_without_onnx_says_how_to_install(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert_one_line_error(out, 1, "pip install nas-toolkit[export]")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_failed_verification_exits_1_and_writes_nothing(tmp_path):
+    random_spec(1).save(tmp_path / "s.json")
+    script = ("import sys\nimport nas.export as ex\nex.TOLERANCE = -1.0  # no export can pass\n"
+              "from nas.cli.export import main\n"
+              "sys.exit(main(['s.json', '--format', sys.argv[1], '-o', 'out']))\n")
+    for fmt in ("onnx", "torchscript"):
+        out = subprocess.run([sys.executable, "-c", script, fmt], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=240)
+        assert_one_line_error(out, 1, "nothing written")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]
