@@ -24,25 +24,37 @@ relative accuracy changes mean, so :class:`ProxyMap` maps a proxy score ``s`` to
 
     acc_like(s) = sigmoid(logit(p_ref) + (s - s_ref) / scale)
 
-a fixed, monotone map anchored at a reference architecture (EfficientNet-B0,
-``s_ref`` measured by the same proxy in the same run, ``p_ref`` = 0.771, B0's
-published ImageNet top-1) with ``scale`` = the proxy's spread (standard deviation)
-over a fixed, seeded sample of the search space, also measured in the run: one
-"typical" difference between two architectures of the space is one logit.  The
-map preserves the proxy's ranking; it does not make the proxy an accuracy, and a
-"proxy reward" is a prediction of the trade-off, not a measurement of it.
+a fixed, monotone, saturating map anchored at a reference architecture
+(EfficientNet-B0: ``s_ref`` measured by the same proxy in the same run, ``p_ref``
+= 0.771, B0's published ImageNet top-1).  ``scale`` is calibrated on a fixed,
+seeded sample of the space, also measured in the run: with ``b`` the least-squares
+slope of the proxy against ln(cost) over the sample, ``scale = (1 - p_ref) * b /
+0.07``, so that *at B0* the mapped proxy trades accuracy for cost exactly as the
+soft reward does (d ln acc / d ln C = 0.07: twice the cost for ~5 % relative
+accuracy, MnasNet's empirical rule, and the assumption under which EfficientNet
+searched with w = -0.07 at T = 400M around B0).  Away from B0 the logistic
+saturates, like real accuracy.  If the proxy does not grow with cost (b <= 0),
+``scale`` falls back to the proxy's standard deviation over the sample.
+
+Note that with alpha = beta (soft) the target only multiplies the reward by a
+constant T^-w: it does not move the argmax.  Where the soft search lands is set by
+the accuracy model's own cost elasticity, which is why the map is calibrated at B0.
+
+The map preserves the proxy's ranking; it does not make the proxy an accuracy,
+and a "proxy reward" is a prediction of the trade-off, not a measurement of it.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
-__all__ = ["CONSTRAINTS", "METRICS", "Reward", "ProxyMap", "IdentityMap", "B0_TOP1"]
+__all__ = ["CONSTRAINTS", "METRICS", "Reward", "ProxyMap", "IdentityMap", "B0_TOP1", "ELASTICITY"]
 
 # constraint -> (alpha, beta)
 CONSTRAINTS: dict[str, tuple[float, float]] = {"soft": (-0.07, -0.07), "hard": (0.0, -1.0)}
 METRICS = ("flops", "latency")
 B0_TOP1 = 0.771  # EfficientNet-B0 ImageNet top-1 (Tan & Le 2019, Table 2): the proxy map's anchor
+ELASTICITY = 0.07  # |w| of the soft reward: the accuracy-cost trade-off the proxy map has at B0
 
 
 @dataclass(frozen=True)
@@ -115,6 +127,7 @@ class ProxyMap:
     reference_score: float
     scale: float
     reference_accuracy: float = B0_TOP1
+    slope: float | None = None  # proxy units per e-fold of cost in the calibration sample (informative)
     kind: str = "proxy-logistic"
 
     def __post_init__(self):
@@ -125,15 +138,28 @@ class ProxyMap:
             raise ValueError("reference_accuracy must be in (0, 1)")
 
     @classmethod
-    def fit(cls, reference_score: float, sample_scores, reference_accuracy: float = B0_TOP1) -> "ProxyMap":
-        """Scale = standard deviation of ``sample_scores`` (finite ones; 1.0 if they do not vary)."""
-        xs = [float(s) for s in sample_scores if s is not None and math.isfinite(s)]
-        if len(xs) >= 2:
-            mean = sum(xs) / len(xs)
-            sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
+    def fit(cls, reference_score: float, sample_scores, sample_costs=None, reference_accuracy: float = B0_TOP1,
+            elasticity: float = ELASTICITY) -> "ProxyMap":
+        """Calibrate ``scale`` on a sample of (score, cost) pairs (see the module docstring)."""
+        scores = list(sample_scores)
+        costs = list(sample_costs) if sample_costs is not None else [None] * len(scores)
+        pairs = [(float(s), float(c) if c is not None else None) for s, c in zip(scores, costs)
+                 if s is not None and math.isfinite(s)]
+        xs = [s for s, _ in pairs]
+        sd = _std(xs)
+        slope = 0.0
+        with_cost = [(math.log(c), s) for s, c in pairs if c is not None and c > 0 and math.isfinite(c)]
+        if len(with_cost) >= 3:
+            mx = sum(x for x, _ in with_cost) / len(with_cost)
+            my = sum(y for _, y in with_cost) / len(with_cost)
+            sxx = sum((x - mx) ** 2 for x, _ in with_cost)
+            if sxx > 0:
+                slope = sum((x - mx) * (y - my) for x, y in with_cost) / sxx
+        if slope > 0:
+            scale = (1 - reference_accuracy) * slope / elasticity
         else:
-            sd = 0.0
-        return cls(float(reference_score), sd if sd > 0 else 1.0, reference_accuracy)
+            scale = sd if sd > 0 else 1.0
+        return cls(float(reference_score), scale, reference_accuracy, slope=slope)
 
     def __call__(self, score: float) -> float:
         p = self.reference_accuracy
@@ -141,4 +167,11 @@ class ProxyMap:
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "reference_score": self.reference_score, "scale": self.scale,
-                "reference_accuracy": self.reference_accuracy}
+                "reference_accuracy": self.reference_accuracy, "slope_per_ln_cost": self.slope}
+
+
+def _std(xs: list[float]) -> float:
+    if len(xs) < 2:
+        return 0.0
+    m = sum(xs) / len(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))

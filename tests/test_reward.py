@@ -73,3 +73,26 @@ def test_proxy_map_degenerate_inputs():
 
 def test_identity_map():
     assert IdentityMap()(0.42) == 0.42
+
+
+def test_proxy_map_elasticity_at_the_reference_is_the_soft_exponent():
+    # a proxy that grows by b per e-fold of cost: the map must trade like the soft reward at B0
+    b, c_ref = 12.0, 4e8
+    costs = [1e8, 2e8, 3e8, 5e8, 8e8]
+    scores = [3.0 + b * math.log(c) for c in costs]
+    s_ref = 3.0 + b * math.log(c_ref)
+    m = ProxyMap.fit(s_ref, scores, costs)
+    assert m.slope == pytest.approx(b)
+    assert m.scale == pytest.approx((1 - B0_TOP1) * b / 0.07)
+    h = 1e-4
+    up, down = m(3.0 + b * math.log(c_ref * math.exp(h))), m(3.0 + b * math.log(c_ref * math.exp(-h)))
+    assert (math.log(up) - math.log(down)) / (2 * h) == pytest.approx(0.07, rel=1e-3)
+    # so the soft reward is stationary at the reference along the proxy's trend
+    r = Reward.make(c_ref)
+    f = lambda c: r(m(3.0 + b * math.log(c)), c)  # noqa: E731
+    assert f(c_ref) >= max(f(c_ref * 1.5), f(c_ref / 1.5))
+
+
+def test_proxy_map_falls_back_to_spread_when_the_proxy_does_not_grow_with_cost():
+    m = ProxyMap.fit(0.0, [3.0, 2.0, 1.0], [1.0, 2.0, 3.0])
+    assert m.scale == pytest.approx(1.0) and m.slope < 0

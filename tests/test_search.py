@@ -1,0 +1,271 @@
+"""The search engine and the nas-search command: outputs, resume, failures, Ctrl-C, bad input.
+
+Engine tests use a cheap fake estimator (analytic, milliseconds per trial);
+CLI tests use ``--evaluator proxy:flops`` (analytic, no model is built) and tiny budgets.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from nas.cli.search import main as cli_main
+from nas.estimators import ESTIMATORS, Estimate
+from nas.presets import load_preset
+from nas.spec import Spec
+from nas.search import (JOURNAL_NAME, SearchConfig, make_cost_fn, make_objective, open_study, recover_stale_trials,
+                        run_search, summary_text, write_outputs)
+from nas.reward import IdentityMap, Reward
+from nas.samplers import make_sampler
+from search_spaces import SPACES
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+SPACE = SPACES["mnasnet-b0"]
+OUTPUTS = ("best.json", "trials.csv", "summary.json", "pareto.png")
+
+
+class FakeEstimator:
+    """score = 12 * ln(params proxy) + a deterministic wiggle; fails on a regular conv in stage 1."""
+
+    kind = "proxy"
+    name = "fake"
+
+    def __init__(self, fail_conv=False):
+        self.calls = 0
+        self.fail_conv = fail_conv
+
+    def __call__(self, spec, report=None):
+        from nas.cost import cost
+
+        self.calls += 1
+        if self.fail_conv and spec.stages[0].op == "conv":
+            return Estimate(None, self.kind, True, "fake failure: conv in stage 1")
+        c = cost(spec, 32)
+        wiggle = int(spec.fingerprint()[:4], 16) / 65536.0
+        return Estimate(12 * math.log(c.params) + wiggle, self.kind)
+
+    def describe(self):
+        return {"name": self.name}
+
+
+def _cfg(tmp_path, **kw):
+    base = dict(target=400e6, strategy="random", budget=6, seed=0, output=str(tmp_path / "out"), calibration_samples=6,
+                latency_runs=1, latency_warmup=0)
+    base.update(kw)
+    return SearchConfig(**base)
+
+
+def _complete(res):
+    return [r for r in res.rows if r["state"] == "COMPLETE"]
+
+
+def test_run_writes_every_output_and_beats_b0(tmp_path):
+    cfg = _cfg(tmp_path, budget=8)
+    res = run_search(cfg, estimator=FakeEstimator())
+    assert res.n_complete == 8 and not res.interrupted
+    # B0 is enqueued first: the best can never be below it
+    assert res.rows[0]["fingerprint"] == load_preset("efficientnet-b0").fingerprint()
+    assert res.best["reward"] >= res.reference["efficientnet-b0"]["reward"]
+    assert res.reference["efficientnet-b0"]["flops"] == 401_659_392
+    files = write_outputs(res, tmp_path / "out")
+    assert sorted(p.name for p in files) == sorted(OUTPUTS)
+    spec = Spec.load(tmp_path / "out" / "best.json")
+    prov = spec.provenance
+    assert prov["strategy"] == "random" and prov["seed"] == 0 and prov["constraint"] == "soft"
+    assert prov["reward"] == pytest.approx(res.best["reward"]) and prov["cost"]["flops"] == res.best["flops"]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["n_trials_complete"] == 8 and summary["best_beats_reference"]
+    assert set(summary["best"]) >= {"reward", "accuracy", "flops"} and summary["reference"]["flops"] == 401_659_392
+    rows = list(csv.DictReader(open(tmp_path / "out" / "trials.csv")))
+    assert len(rows) == 8 and {"number", "state", "param_s1_op", "accuracy", "flops", "reward"} <= set(rows[0])
+    assert (tmp_path / "out" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "out" / JOURNAL_NAME).exists()
+    assert "efficientnet-b0" in summary_text(res)
+
+
+def test_rewards_are_recomputable_from_user_attrs(tmp_path):
+    res = run_search(_cfg(tmp_path, constraint="hard"), estimator=FakeEstimator())
+    r = Reward.make(400e6, "flops", "hard")
+    for row in _complete(res):
+        assert row["reward"] == pytest.approx(r(row["accuracy"], row["flops"]))
+
+
+def test_resume_neither_repeats_nor_loses_trials(tmp_path):
+    est = FakeEstimator()
+    first = run_search(_cfg(tmp_path, budget=5), estimator=est)
+    calls = est.calls
+    again = run_search(_cfg(tmp_path, budget=5), estimator=est)
+    assert again.n_complete == 5 and est.calls == calls  # nothing to do, nothing re-estimated
+    more = run_search(_cfg(tmp_path, budget=9), estimator=est)
+    assert more.n_complete == 9
+    assert [r["fingerprint"] for r in more.rows[:5]] == [r["fingerprint"] for r in first.rows]
+    assert [r["number"] for r in more.rows] == list(range(9))
+
+
+def test_same_seed_same_search(tmp_path):
+    a = run_search(_cfg(tmp_path / "a", strategy="evolution"), estimator=FakeEstimator())
+    b = run_search(_cfg(tmp_path / "b", strategy="evolution"), estimator=FakeEstimator())
+    assert [r["fingerprint"] for r in a.rows] == [r["fingerprint"] for r in b.rows]
+
+
+def test_stale_running_trial_is_failed_and_requeued(tmp_path):
+    cfg = _cfg(tmp_path, budget=3)
+    run_search(cfg, estimator=FakeEstimator())
+    # simulate a process killed mid-trial: a RUNNING trial with full params
+    study = open_study(str(tmp_path / "out" / JOURNAL_NAME), cfg.default_study_name(), make_sampler("random", 5),
+                       ["maximize"])
+    t = study.ask()
+    params = {n: t.suggest_categorical(n, d.choices) for n, d in SPACE.distributions().items()}
+    res = run_search(_cfg(tmp_path, budget=4), estimator=FakeEstimator())
+    states = [r["state"] for r in res.rows]
+    assert states.count("FAIL") == 1 and states.count("COMPLETE") == 4 and "RUNNING" not in states
+    stale = res.rows[t.number]
+    assert stale["reason"].startswith("stale")
+    rerun = res.rows[-1]
+    assert {k[6:]: v for k, v in rerun.items() if k.startswith("param_")} == params
+    assert recover_stale_trials(study) == 0
+
+
+def test_failing_trials_are_recorded_and_not_reestimated(tmp_path):
+    est = FakeEstimator(fail_conv=True)
+    res = run_search(_cfg(tmp_path, budget=20, strategy="evolution"), estimator=est)
+    failed = [r for r in res.rows if r["state"] == "FAIL"]
+    assert res.n_complete == 20 and failed
+    assert all(r["reason"] == "fake failure: conv in stage 1" for r in failed)
+    assert all(r["param_s1_op"] == "conv" for r in failed)
+
+
+def test_a_sampler_stuck_on_failures_stops(tmp_path):
+    class AlwaysFails(FakeEstimator):
+        def __call__(self, spec, report=None):
+            if spec.fingerprint() == load_preset("efficientnet-b0").fingerprint() or self.calls < 8:
+                return super().__call__(spec, report)  # references and calibration succeed
+            return Estimate(None, self.kind, True, "always")
+
+    res = run_search(_cfg(tmp_path, budget=2), estimator=AlwaysFails())
+    assert res.stopped_reason and res.n_complete < 2
+
+
+def test_nsga2_reports_a_pareto_front(tmp_path):
+    res = run_search(_cfg(tmp_path, strategy="nsga2", budget=10), estimator=FakeEstimator())
+    assert res.n_complete == 10 and res.pareto
+    flops = [p["flops"] for p in res.pareto]
+    accs = [p["accuracy"] for p in res.pareto]
+    assert flops == sorted(flops) and accs == sorted(accs)  # cheaper is less accurate along the front
+    write_outputs(res, tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["pareto"]
+
+
+def test_objective_works_with_fixed_trial():
+    b0 = SPACE.encode(load_preset("efficientnet-b0"))
+    obj = make_objective(SPACE, FakeEstimator(), Reward.make(400e6), IdentityMap(), make_cost_fn("flops"))
+    trial = optuna.trial.FixedTrial(b0)
+    value = obj(trial)
+    assert value == pytest.approx(trial.user_attrs["reward"])
+    assert trial.user_attrs["flops"] == 401_659_392
+
+
+def test_latency_target_measures_and_caches(tmp_path):
+    res = run_search(_cfg(tmp_path, metric="latency", target=0.02, budget=2), estimator=FakeEstimator())
+    assert all(r["latency"] > 0 for r in _complete(res))
+    cache = json.loads((tmp_path / "out" / "latency_cache.json").read_text())
+    assert all(k.endswith("@1") and v["threads"] == 1 for k, v in cache.items())
+
+
+def test_training_estimator_is_registered_with_every_proxy():
+    from nas.proxies import PROXIES
+
+    assert set(ESTIMATORS) == {f"proxy:{p}" for p in PROXIES} | {"train"}
+
+
+# ---------------------------------------------------------------- the command
+
+
+def test_cli_run_and_resume(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["--target-flops", "0.4G", "--evaluator", "proxy:flops", "--budget", "3", "--output", str(out),
+            "--no-progress", "--strategy", "random"]
+    assert cli_main(argv) == 0
+    text = capsys.readouterr().out
+    assert "efficientnet-b0" in text and "best" in text
+    assert all((out / f).exists() for f in OUTPUTS)
+    assert cli_main(argv[:5] + ["5"] + argv[6:]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["n_trials_complete"] == 5 and s["target"] == {"metric": "flops", "value": 4e8}
+
+
+BAD = [
+    ([], "exactly one"),
+    (["--target-flops", "400M", "--target-latency", "20ms"], "exactly one"),
+    (["--target-flops", "lots"], "cannot parse"),
+    (["--target-flops", "0"], "> 0"),
+    (["--target-flops=-400M"], "> 0"),
+    (["--target-latency=-1ms"], "> 0"),
+    (["--target-flops", "400M", "--strategy", "annealing"], "unknown strategy"),
+    (["--target-flops", "400M", "--evaluator", "oracle"], "unknown evaluator"),
+    (["--target-flops", "400M", "--evaluator", "proxy:magic"], "unknown evaluator"),
+    (["--target-flops", "400M", "--budget", "0"], "--budget"),
+    (["--target-flops", "400M", "--budget", "-3"], "--budget"),
+    (["--target-flops", "400M", "--constraint", "medium"], "--constraint"),
+    (["--target-flops", "400M", "--space", "darts"], "unknown space"),
+    (["--target-flops", "400M", "--epochs", "0"], "--epochs"),
+    (["--target-flops", "400M", "--storage", "study.db"], "storage URL"),
+]
+
+
+@pytest.mark.parametrize("argv, message", BAD, ids=[" ".join(a) or "none" for a, _ in BAD])
+def test_cli_bad_input(tmp_path, capsys, argv, message):
+    out = tmp_path / "never"
+    assert cli_main(argv + ["--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and message in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_cli_unwritable_output(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert cli_main(["--target-flops", "400M", "--output", str(blocker / "sub")]) == 2
+    assert "not a writable folder" in capsys.readouterr().err
+    assert cli_main(["--target-flops", "400M", "--output", str(blocker)]) == 2
+    if os.geteuid() != 0:  # root writes anywhere
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+        assert cli_main(["--target-flops", "400M", "--output", str(ro / "x")]) == 2
+
+
+def test_cli_ctrl_c_writes_best_so_far_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-c", "from nas.cli.search import entry; entry()", "--target-flops", "400M",
+           "--evaluator", "proxy:flops", "--strategy", "random", "--budget", "100000", "--output", str(out),
+           "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    journal = out / JOURNAL_NAME
+    deadline = time.time() + 60
+    while time.time() < deadline and (not journal.exists() or journal.stat().st_size < 30_000):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "interrupted" in stderr
+    s = json.loads((out / "summary.json").read_text())
+    assert s["interrupted"] and s["n_trials_complete"] >= 1 and (out / "best.json").exists()
+    n = s["n_trials_complete"]
+    # resume to a small budget above what was done: no RUNNING left, nothing lost
+    cmd[cmd.index("100000")] = str(n + 2)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    s2 = json.loads((out / "summary.json").read_text())
+    assert s2["n_trials_complete"] == n + 2 and not s2["interrupted"]
+    rows = list(csv.DictReader(open(out / "trials.csv")))
+    assert not any(r["state"] == "RUNNING" for r in rows)
