@@ -496,6 +496,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            # mkstemp creates 0600; give the file the usual 0666 & ~umask like open() would.
+            mask = os.umask(0o022)
+            os.umask(mask)
+            os.fchmod(f.fileno(), 0o666 & ~mask)
         os.replace(tmp, p)
     except BaseException:
         try:

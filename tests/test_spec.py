@@ -557,3 +557,13 @@ def test_empty_spec_source_is_refused():
 def test_cost_accepts_what_load_spec_accepts():
     import nas
     assert nas.cost("efficientnet-b0").flops == 401_659_392  # REFERENCE.md, fvcore on torchvision B0
+
+
+def test_saved_files_get_the_usual_permissions(tmp_path):
+    import os
+    from nas.presets import load_preset
+    p = tmp_path / "b0.json"
+    load_preset("efficientnet-b0").save(p)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert (p.stat().st_mode & 0o777) == (0o666 & ~mask)
