@@ -1,0 +1,121 @@
+"""``--workers N`` (nas.workers): N processes on one journal study, exact budget, no duplicates, no losses."""
+from __future__ import annotations
+
+import os
+import pathlib
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+import _fake_estimators as fe
+from nas.search import JOURNAL_NAME, SearchConfig, open_study, run_search, write_outputs
+from nas.workers import budget_lock_path, repair_journal, run_workers
+
+TESTS = str(pathlib.Path(__file__).parent)
+
+
+@pytest.fixture
+def out(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]))
+    d, cleanup = fe.fast_tmp_dir(tmp_path)
+    yield d
+    cleanup()
+
+
+def _study(folder: pathlib.Path, cfg: SearchConfig):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return open_study(str(folder / JOURNAL_NAME), cfg.default_study_name(), None, ["maximize"])
+
+
+def _check(study, budget):
+    trials = study.get_trials(deepcopy=False)
+    numbers = [t.number for t in trials]
+    assert numbers == list(range(len(trials))), "trial numbers must be unique and dense"
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == budget
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    for t in complete:
+        assert t.user_attrs.get("reward") is not None and t.user_attrs.get("fingerprint")
+    return trials
+
+
+def test_two_workers_meet_the_budget_exactly_and_resume(out):
+    cfg = SearchConfig(target=4e8, estimator="fake", budget=9, strategy="random", seed=0)
+    res = run_workers(cfg, 2, output=out, estimator_factory="_fake_estimators:params")
+    assert res.n_complete == 9 and not res.interrupted and res.extra["workers"] == 2
+    first = {t.number: t.params for t in _check(_study(out, cfg), 9)}
+    # both workers contributed: their samplers have different seeds, so proposals differ
+    assert len({t["fingerprint"] for t in res.rows}) > 5
+
+    # the same search with a larger budget runs only the remainder, keeping every finished trial
+    cfg2 = SearchConfig(target=4e8, estimator="fake", budget=14, strategy="random", seed=0)
+    # (the study name does not depend on the budget)
+    assert cfg2.default_study_name() == cfg.default_study_name()
+    res2 = run_workers(cfg2, 2, output=out, estimator_factory="_fake_estimators:params")
+    trials = _check(_study(out, cfg2), 14)
+    assert res2.n_complete == 14
+    assert {t.number: t.params for t in trials if t.number in first} == first
+
+
+def test_outputs_match_the_single_process_backend(out, tmp_path):
+    cfg = SearchConfig(target=4e8, estimator="fake", budget=4, strategy="tpe", seed=0)
+    res = run_workers(cfg, 2, output=out / "w", estimator_factory="_fake_estimators:params")
+    write_outputs(res, out / "w")
+    local = run_search(cfg, output=out / "l", estimator=fe.params())
+    write_outputs(local, out / "l")
+    assert sorted(p.name for p in (out / "w").iterdir()) == sorted(p.name for p in (out / "l").iterdir())
+    head = lambda p: p.read_text().splitlines()[0]  # noqa: E731
+    assert head(out / "w" / "trials.csv") == head(out / "l" / "trials.csv")
+    import json
+
+    sw, sl = (json.loads((out / d / "summary.json").read_text()) for d in ("w", "l"))
+    assert sorted(sw) == sorted(sl)
+    assert sw["n_trials_complete"] == 4 and sw["reference"] == sl["reference"]
+    assert not budget_lock_path(str(out / "w" / JOURNAL_NAME), res.study_name).parent.samefile(out / "w")
+
+
+def test_failing_trials_in_workers_are_replaced(out):
+    cfg = SearchConfig(target=4e8, estimator="fake", budget=8, strategy="random", seed=2)
+    res = run_workers(cfg, 2, output=out, estimator_factory="_fake_estimators:flaky")
+    trials = _check(_study(out, cfg), 8)
+    fails = [t for t in trials if t.state == TrialState.FAIL]
+    assert fails and all(t.user_attrs.get("reason") for t in fails)
+    assert res.n_failed == len(fails)
+
+
+def test_stale_running_trials_are_failed_and_requeued(out):
+    """What a kill -9 leaves behind: a RUNNING trial with its parameters; the next run fails and re-runs it."""
+    cfg = SearchConfig(target=4e8, estimator="fake", budget=3, strategy="random", seed=0)
+    run_search(SearchConfig(**{**cfg.__dict__, "budget": 0}), output=out, estimator=fe.params())
+    study = _study(out, cfg)
+    t = study.ask()  # B0, enqueued by the set-up
+    from search_spaces import get_space
+
+    for name, d in get_space(cfg.space).distributions().items():
+        t.suggest_categorical(name, d.choices)
+    stale_params = dict(t.params)
+    res = run_workers(cfg, 2, output=out, estimator_factory="_fake_estimators:params")
+    trials = _check(_study(out, cfg), 3)
+    assert trials[t.number].state == TrialState.FAIL and trials[t.number].user_attrs["reason"].startswith("stale")
+    assert any(x.params == stale_params and x.state == TrialState.COMPLETE for x in trials[t.number + 1:])
+    assert res.n_complete == 3
+
+
+def test_a_broken_estimator_is_one_error(out):
+    cfg = SearchConfig(target=4e8, estimator="fake", budget=3)
+    with pytest.raises(RuntimeError, match="cannot build the estimator"):
+        run_workers(cfg, 2, output=out, estimator_factory="_fake_estimators:broken")
+
+
+def test_workers_must_be_positive(out):
+    with pytest.raises(ValueError):
+        run_workers(SearchConfig(target=4e8), 0, output=out)
+
+
+def test_repair_journal_drops_a_torn_last_line(tmp_path):
+    p = tmp_path / "j"
+    p.write_bytes(b'{"a":1}\n{"b":')
+    assert repair_journal(p) and p.read_bytes() == b'{"a":1}\n'
+    assert not repair_journal(p) and p.read_bytes() == b'{"a":1}\n'
+    assert not repair_journal(tmp_path / "missing")
