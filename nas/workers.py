@@ -152,7 +152,8 @@ def _worker_main(cfg_dict: dict, storage: str, study_name: str, index: int, lock
         meter = LatencyMeter(threads=cfg.latency_threads,
                              cache_path=(out / "latency_cache.json") if cfg.metric == "latency" else None)
         cost_fn = make_cost_fn(cfg.metric, meter)
-        pruner = optuna.pruners.MedianPruner(n_startup_trials=3) if estimator.kind == "train" else optuna.pruners.NopPruner()
+        pruner = (optuna.pruners.MedianPruner(n_startup_trials=3) if estimator.kind == "train" and cfg.epochs > 1
+                  else optuna.pruners.NopPruner())  # as run_search: nothing to prune with one epoch
         study = open_study(storage, study_name, make_sampler(cfg.strategy, seed=cfg.seed + index),
                            ["maximize", "minimize"] if multi else ["maximize"], pruner)
         memo: dict = {}
