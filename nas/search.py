@@ -180,7 +180,9 @@ def open_study(storage, study_name: str, sampler, directions: list[str], pruner=
     """Create or load (``load_if_exists``) the study; ``storage`` is a URL, a storage object, or a journal path."""
     import optuna
 
-    if isinstance(storage, (str, Path)) and "://" not in str(storage):
+    if storage == ":memory:":  # scripts and benchmarks: nothing on disk, no resume
+        storage = None
+    elif isinstance(storage, (str, Path)) and "://" not in str(storage):
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
 
@@ -375,7 +377,10 @@ def run_search(cfg: SearchConfig, *, output: str | Path | None = None, progress:
                          cache_path=(out / "latency_cache.json") if cfg.metric == "latency" else None)
     cost_fn = make_cost_fn(cfg.metric, meter)
     sampler = make_sampler(cfg.strategy, seed=cfg.seed)
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=3) if estimator.kind == "train" else optuna.pruners.NopPruner()
+    # multi-fidelity: with several training epochs, stop a trial whose per-epoch accuracy falls below the
+    # median of earlier trials at the same epoch (with one epoch there is nothing left to save)
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=3) if estimator.kind == "train" and cfg.epochs > 1
+              else optuna.pruners.NopPruner())
     study = open_study(storage, study_name, sampler, ["maximize", "minimize"] if multi else ["maximize"], pruner)
     study.set_user_attr("config", {k: v for k, v in asdict(cfg).items() if k != "output"})
     recovered = recover_stale_trials(study)
