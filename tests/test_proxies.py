@@ -37,6 +37,16 @@ SPECS = {
 }
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tiny nets gain nothing from intra-op threads, and on a shared 2-core machine
+    # spinning OpenMP workers make these tests several times slower.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def data():
     return load_dataset("sample").subset(200, 50, seed=0)

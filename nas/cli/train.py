@@ -1,0 +1,158 @@
+"""``nas-train SPEC [--data SOURCE] [--epochs N | --steps N] ...``: train a spec and report held-out accuracy.
+
+The classifier is sized to the data (MnasNet's proxy-task convention), so a
+1000-class preset trains as a 10-class net on Fashion-MNIST.  Progress (a tqdm
+bar with ETA) goes to stderr unless ``--quiet``; with ``--json`` stdout holds
+exactly one JSON object.  ``--output DIR`` receives ``metrics.json``,
+``weights.pt`` (a state dict: ``torch.load(path, weights_only=True)``) and
+``spec.json`` (the trained spec), each written atomically.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+from pathlib import Path
+
+from . import ArgumentParser, RuntimeFailure, UsageError, command
+from ..presets import load_spec
+from ..spec import MAX_RESOLUTION, atomic_write_bytes, atomic_write_text
+
+RECIPE_NAMES = ("efficientnet", "resnet")  # kept in sync with nas.train.RECIPES by a test (no torch import here)
+
+
+def _positive_int(name):
+    def parse(text):
+        try:
+            v = int(text)
+        except ValueError:
+            raise UsageError(f"{name} must be an integer, got {text!r}") from None
+        if v < 1:
+            raise UsageError(f"{name} must be >= 1, got {v}")
+        return v
+    return parse
+
+
+def _positive_float(name):
+    def parse(text):
+        try:
+            v = float(text)
+        except ValueError:
+            raise UsageError(f"{name} must be a number, got {text!r}") from None
+        if not (v > 0 and v != float("inf")):
+            raise UsageError(f"{name} must be a positive number, got {text!r}")
+        return v
+    return parse
+
+
+def _summary(spec, r, data) -> str:
+    lines = [f"{spec.name or '(unnamed spec)'} on {data.summary()}",
+             f"recipe {r.recipe}, {r.epochs:g} epoch(s) = {r.steps} steps at {r.resolution} px, seed {r.seed}"]
+    if r.failed:
+        lines.append(f"FAILED: {r.reason}")
+    else:
+        lines.append(f"held-out accuracy {r.accuracy:.4f} (top-1, at {r.test_resolution} px), loss {r.loss:.4f}")
+    lines.append(f"{r.seconds:.1f} s, {r.images_per_second:.0f} training images/s"
+                 + (" (stopped early)" if r.pruned else ""))
+    return "\n".join(lines)
+
+
+@command("nas-train")
+def main(argv=None) -> int:
+    ap = ArgumentParser(prog="nas-train", description="Train a spec briefly and report held-out top-1 accuracy.")
+    ap.add_argument("spec", help="a preset name, a JSON file, or a JSON string")
+    ap.add_argument("--data", default="sample",
+                    help="sample (default, embedded), fashion-mnist, idx:DIR, folder:DIR or cifar:DIR")
+    budget = ap.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=_positive_float("--epochs"), help="training epochs (default 1)")
+    budget.add_argument("--steps", type=_positive_int("--steps"), help="optimizer steps instead of epochs")
+    ap.add_argument("--resolution", type=_positive_int("--resolution"), default=32,
+                    help="training resolution in pixels (default 32)")
+    ap.add_argument("--test-resolution", type=_positive_int("--test-resolution"),
+                    help="evaluate at another resolution (FixRes effect; default: --resolution)")
+    ap.add_argument("--batch-size", type=_positive_int("--batch-size"), default=64, help="default 64")
+    ap.add_argument("--recipe", choices=RECIPE_NAMES, default="efficientnet", help="default efficientnet")
+    ap.add_argument("--lr", type=_positive_float("--lr"), help="override the recipe's peak learning rate per 256 images")
+    ap.add_argument("--seed", type=int, default=0, help="default 0")
+    ap.add_argument("--limit-train", type=_positive_int("--limit-train"), help="use only N training images")
+    ap.add_argument("--limit-val", type=_positive_int("--limit-val"), help="evaluate on only N held-out images")
+    ap.add_argument("--threads", type=_positive_int("--threads"), help="torch CPU threads (default: torch's)")
+    ap.add_argument("--output", help="directory for metrics.json, weights.pt and spec.json")
+    ap.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = ap.parse_args(argv)
+
+    for name in ("resolution", "test_resolution"):
+        v = getattr(args, name)
+        if v is not None and v > MAX_RESOLUTION:
+            raise UsageError(f"--{name.replace('_', '-')} must be at most {MAX_RESOLUTION}, got {v}")
+    if args.batch_size < 2:
+        raise UsageError("--batch-size must be at least 2 (BatchNorm needs two samples)")
+    spec = load_spec(args.spec)
+    out_dir = None
+    if args.output:
+        out_dir = Path(args.output)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise UsageError(f"--output {out_dir} exists and is not a directory")
+
+    from ..train import min_resolution, total_stride
+    for name in ("resolution", "test_resolution"):
+        v = getattr(args, name)
+        if v is not None and v < min_resolution(spec):
+            raise UsageError(f"--{name.replace('_', '-')} {v} is too small for this network's strides (total stride "
+                             f"{total_stride(spec)}); use at least {min_resolution(spec)}")
+
+    from ..data import DataError, load_dataset
+    try:
+        data = load_dataset(args.data, seed=args.seed)
+    except DataError as e:
+        # a malformed --data string is a usage error; unreadable or missing data a runtime one
+        if str(e).startswith("unknown data source") or "needs a directory" in str(e):
+            raise UsageError(str(e)) from None
+        raise RuntimeFailure(str(e)) from None
+    if data.num_train < 2:
+        raise RuntimeFailure(f"{args.data}: the train split has {data.num_train} image(s); training needs at least 2")
+    if data.num_val == 0:
+        raise RuntimeFailure(f"{args.data}: the held-out split is empty")
+    try:
+        data.normalization(spec.in_channels)
+    except ValueError as e:
+        raise UsageError(f"{args.data}: {e}") from None
+
+    import torch
+    from ..train import train_and_evaluate
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    r = train_and_evaluate(spec, data, epochs=args.epochs or 1, steps=args.steps, resolution=args.resolution,
+                           test_resolution=args.test_resolution, batch_size=args.batch_size, recipe=args.recipe,
+                           seed=args.seed, limit_train=args.limit_train, limit_val=args.limit_val,
+                           progress=not args.quiet, return_model=out_dir is not None, lr=args.lr)
+    metrics = r.to_dict()
+    metrics.update(spec=spec.name, fingerprint=spec.fingerprint(), data=data.name,
+                   batch_size=args.batch_size, classes=list(data.classes))
+    if out_dir is not None:
+        if r.model is not None:
+            buf = io.BytesIO()
+            torch.save(r.model.state_dict(), buf)
+            atomic_write_bytes(out_dir / "weights.pt", buf.getvalue())
+            trained = spec.replace(num_classes=data.num_classes, resolution=args.resolution,
+                                   provenance={**spec.provenance, "trained_on": data.name})
+            atomic_write_text(out_dir / "spec.json", trained.to_json())
+        atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    if args.json:
+        sys.stdout.write(json.dumps(metrics) + "\n")
+    else:
+        sys.stdout.write(_summary(spec, r, data) + "\n")
+        if out_dir is not None:
+            sys.stdout.write(f"wrote {out_dir}{os.sep}metrics.json" + (", weights.pt, spec.json" if r.model is not None else "")
+                             + "\n")
+    if r.failed:
+        print(f"nas-train: error: training failed: {r.reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+entry = main.entry

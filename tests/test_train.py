@@ -1,0 +1,322 @@
+"""The training evaluator (nas.train) and the nas-train CLI.
+
+Tiny specs at 16 px on small subsets of the embedded sample keep this fast.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+import nas.train as train_mod
+from nas.data import load_dataset
+from nas.presets import load_preset
+from nas.spec import Spec
+from nas.train import RECIPES, SCHEDULES, Recipe, TrainResult, min_resolution, train_and_evaluate
+
+
+def tiny_spec(activation="swish", skip="identity", in_channels=3, name="tiny") -> Spec:
+    stage = dict(op="mbconv", kernel=3, stride=1, expand_ratio=3, se_ratio=0.25, skip=skip, out_channels=8,
+                 repeats=1, activation=activation, se_activation=activation)
+    return Spec.from_dict({
+        "format": "nas-spec", "version": 1, "name": name, "in_channels": in_channels, "resolution": 16,
+        "num_classes": 1000, "activation": activation, "stem": {"out_channels": 8, "kernel": 3, "stride": 2},
+        "stages": [dict(stage, op="dwconv", expand_ratio=1),
+                   dict(stage, stride=2, out_channels=16, repeats=2),
+                   dict(stage, kernel=5, stride=2, out_channels=24, se_ratio=0.0)],
+        "head": {"out_channels": 32}, "dropout": 0.1, "drop_connect_rate": 0.1,
+        "bn": {"eps": 1e-3, "momentum": 0.01}})
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tiny nets gain nothing from intra-op threads, and on a shared 2-core machine
+    # spinning OpenMP workers make these tests several times slower.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset("sample").subset(320, 160, seed=0)
+
+
+def run(spec, data, **kw):
+    kw.setdefault("resolution", 16)
+    kw.setdefault("batch_size", 32)
+    return train_and_evaluate(spec, data, **kw)
+
+
+def test_result_fields_and_json(data):
+    r = run(tiny_spec(), data, epochs=2)
+    assert not r.failed and r.reason is None and not r.pruned
+    assert 0.0 <= r.accuracy <= 1.0 and math.isfinite(r.loss)
+    assert r.epochs == 2.0 and r.steps == 2 * (320 // 32)
+    assert r.seconds > 0 and r.images_per_second > 0
+    assert [h["epoch"] for h in r.history] == [1.0, 2.0]
+    assert r.history[-1]["val_accuracy"] == r.accuracy and r.history[-1]["val_loss"] == r.loss
+    assert set(r.history[0]) == {"epoch", "train_loss", "val_accuracy", "val_loss", "seconds"}
+    d = r.to_dict()
+    assert "model" not in d
+    assert json.loads(json.dumps(d)) == d
+    assert r.model is None
+
+
+def test_deterministic_with_a_seed_and_leaves_global_rng_alone(data):
+    state = torch.get_rng_state()
+    a = run(tiny_spec(), data, epochs=1, seed=3)
+    assert torch.equal(torch.get_rng_state(), state)
+    b = run(tiny_spec(), data, epochs=1, seed=3)
+    assert a.accuracy == b.accuracy and a.loss == b.loss
+    assert [h["train_loss"] for h in a.history] == [h["train_loss"] for h in b.history]
+
+
+def test_different_seeds_give_different_runs(data):
+    a = run(tiny_spec(), data, steps=3, seed=0)
+    b = run(tiny_spec(), data, steps=3, seed=1)
+    assert a.history[0]["train_loss"] != b.history[0]["train_loss"]
+
+
+def test_steps_budget_and_partial_epochs(data):
+    r = run(tiny_spec(), data, steps=4)
+    assert r.steps == 4 and r.epochs == pytest.approx(4 / 10)
+    assert len(r.history) == 1
+    r = run(tiny_spec(), data, epochs=1.5)
+    assert r.steps == 15 and [h["epoch"] for h in r.history] == [1.0, 1.5]
+
+
+def test_on_epoch_can_stop_training(data):
+    seen = []
+
+    def on_epoch(i, acc):
+        seen.append((i, acc))
+        return i == 0
+
+    r = run(tiny_spec(), data, epochs=3, on_epoch=on_epoch)
+    assert r.pruned and not r.failed
+    assert seen == [(0, r.history[0]["val_accuracy"])]
+    assert r.epochs == 1.0 and len(r.history) == 1 and r.accuracy is not None
+
+
+def test_on_epoch_returning_none_or_false_keeps_training(data):
+    calls = []
+    r = run(tiny_spec(), data, epochs=2, on_epoch=lambda i, a: calls.append(i))
+    assert calls == [0, 1] and not r.pruned and r.epochs == 2.0
+
+
+def test_diverging_learning_rate_is_a_failed_result(data):
+    r = run(tiny_spec(), data, steps=30, lr=1e12)
+    assert r.failed and r.accuracy is None and r.loss is None
+    assert r.reason.startswith("loss became") and " at step " in r.reason
+    assert "nan" in r.reason or "inf" in r.reason
+
+
+def test_nan_loss_reports_the_step(data, monkeypatch):
+    real = nn.CrossEntropyLoss
+
+    class NanAtStep3(real):
+        calls = 0
+
+        def forward(self, out, y):
+            NanAtStep3.calls += 1
+            loss = super().forward(out, y)
+            return loss * float("nan") if NanAtStep3.calls == 3 else loss
+
+    monkeypatch.setattr(train_mod.nn, "CrossEntropyLoss", NanAtStep3)
+    r = run(tiny_spec(), data, steps=5)
+    assert r.failed and r.reason == "loss became nan at step 3"
+    assert r.steps == 2
+
+
+@pytest.mark.parametrize("error", [RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 1 GB"),
+                                   MemoryError()])
+def test_out_of_memory_is_a_failed_result(data, monkeypatch, error):
+    class Boom(nn.Module):
+        def __init__(self, spec):
+            super().__init__()
+            self.classifier = nn.Linear(4, spec.num_classes)
+
+        def forward(self, x):
+            raise error
+
+    monkeypatch.setattr(train_mod, "build_model", Boom)
+    r = run(tiny_spec(), data, steps=2)
+    assert r.failed and r.reason.startswith("out of memory")
+
+
+def test_programming_errors_still_raise(data, monkeypatch):
+    class Broken(nn.Module):
+        def __init__(self, spec):
+            super().__init__()
+            self.classifier = nn.Linear(4, spec.num_classes)
+
+        def forward(self, x):
+            raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    monkeypatch.setattr(train_mod, "build_model", Broken)
+    with pytest.raises(RuntimeError, match="shapes"):
+        run(tiny_spec(), data, steps=2)
+
+
+def test_classifier_sized_to_data_and_channels_adapted(data):
+    r = run(tiny_spec(in_channels=1), data, steps=2, return_model=True)
+    assert r.model.classifier.out_features == data.num_classes == 10
+    assert r.model.stem[0].in_channels == 1
+    r = run(tiny_spec(in_channels=3), data, steps=2, return_model=True)
+    assert r.model.stem[0].in_channels == 3
+    assert isinstance(r.model, nn.Module) and not r.model.training
+
+
+def test_test_resolution(data):
+    r = run(tiny_spec(), data, steps=3, test_resolution=24)
+    assert (r.resolution, r.test_resolution) == (16, 24)
+    assert 0.0 <= r.accuracy <= 1.0
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_every_recipe_trains(data, name):
+    r = run(tiny_spec(), data, steps=4, recipe=name)
+    assert not r.failed and r.recipe == name
+    assert RECIPES[name].name == name
+
+
+def test_recipe_objects_and_overrides(data):
+    custom = dataclasses.replace(RECIPES["resnet"], lr=0.05, schedule="exponential", bn_recalibration=0)
+    r = run(tiny_spec(), data, steps=3, recipe=custom)
+    assert not r.failed
+    with pytest.raises(ValueError, match="unknown recipe"):
+        run(tiny_spec(), data, steps=1, recipe="adamw")
+
+
+def test_recipes_match_the_brief():
+    e, s = RECIPES["efficientnet"], RECIPES["resnet"]
+    assert (e.optimizer, e.rmsprop_alpha, e.momentum, e.label_smoothing, e.weight_decay) == ("rmsprop", 0.9, 0.9, 0.1, 1e-5)
+    assert (s.optimizer, s.momentum, s.nesterov, s.label_smoothing, s.weight_decay, s.schedule) == \
+        ("sgd", 0.9, False, 0.0, 1e-4, "step")
+    assert all(dataclasses.is_dataclass(r) and r.__dataclass_params__.frozen for r in RECIPES.values())
+
+
+@pytest.mark.parametrize("schedule", sorted(SCHEDULES))
+def test_schedules_warm_up_then_decay(schedule):
+    r = Recipe(name="x", optimizer="sgd", lr=1.0, warmup=0.1, schedule=schedule)
+    f = [r.lr_factor(i, 100) for i in range(100)]
+    assert f[0] < f[5] < f[9] <= 1.0  # warm-up
+    assert max(f) == pytest.approx(1.0, abs=0.1)
+    assert all(a >= b - 1e-12 for a, b in zip(f[10:], f[11:]))  # never increases after warm-up
+    assert f[-1] < 0.2
+
+
+def test_bn_recalibration_matters_for_short_runs(data):
+    # With BN momentum 0.01 a 10-step run leaves running statistics near their
+    # initial values; re-estimating them is what makes evaluation meaningful.
+    base = RECIPES["efficientnet"]
+    off = run(tiny_spec(), data, epochs=1, recipe=dataclasses.replace(base, bn_recalibration=0))
+    on = run(tiny_spec(), data, epochs=1, recipe=base)
+    assert on.loss < off.loss
+
+
+def test_bad_arguments(data):
+    with pytest.raises(ValueError, match="too small"):
+        run(load_preset("efficientnet-b0"), data, steps=1, resolution=4)
+    assert min_resolution(load_preset("efficientnet-b0")) == 8
+    with pytest.raises(ValueError, match="batch_size"):
+        run(tiny_spec(), data, steps=1, batch_size=1)
+    with pytest.raises(ValueError, match="steps"):
+        run(tiny_spec(), data, steps=0)
+    with pytest.raises(ValueError, match="epochs"):
+        run(tiny_spec(), data, epochs=0)
+
+
+def test_result_dataclass_defaults():
+    r = TrainResult(accuracy=None, loss=None, epochs=0.0, steps=0, seconds=0.0, images_per_second=0.0)
+    assert r.history == [] and not r.failed and not r.pruned
+
+
+# ---------------------------------------------------------------- the CLI
+
+
+def nas_train(*args, cwd=None):
+    exe = [sys.executable, "-c", "from nas.cli.train import entry; entry()"]
+    import shutil
+    script = shutil.which("nas-train")
+    cmd = [script] if script else exe
+    return subprocess.run(cmd + list(args), capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_cli_json_output_weights_and_metrics(tmp_path):
+    spec_path = tmp_path / "tiny.json"
+    tiny_spec().save(spec_path)
+    out = tmp_path / "run"
+    p = nas_train(str(spec_path), "--steps", "3", "--resolution", "16", "--batch-size", "32", "--limit-train", "200",
+                  "--limit-val", "100", "--json", "--output", str(out))
+    assert p.returncode == 0, p.stderr
+    m = json.loads(p.stdout)  # stdout is exactly one JSON object
+    assert p.stdout.count("\n") == 1
+    for key in ("accuracy", "loss", "epochs", "seconds", "images_per_second"):
+        assert key in m
+    assert m["steps"] == 3 and 0 <= m["accuracy"] <= 1
+    assert json.loads((out / "metrics.json").read_text()) == m
+    state = torch.load(out / "weights.pt", weights_only=True)
+    from nas.build import build_model
+    trained = Spec.load(out / "spec.json")
+    assert trained.num_classes == 10 and trained.resolution == 16
+    model = build_model(trained)
+    model.load_state_dict(state)
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "spec.json", "weights.pt"]
+
+
+def test_cli_text_summary(tmp_path):
+    spec_path = tmp_path / "tiny.json"
+    tiny_spec().save(spec_path)
+    p = nas_train(str(spec_path), "--steps", "2", "--resolution", "16", "--limit-train", "128", "--limit-val", "64",
+                  "--recipe", "resnet", "--quiet")
+    assert p.returncode == 0, p.stderr
+    assert "held-out accuracy" in p.stdout and "recipe resnet" in p.stdout
+    assert p.stderr == ""
+
+
+@pytest.mark.parametrize("args, code, needle", [
+    (["efficientnet-b0", "--data", "nowhere"], 2, "unknown data source"),
+    (["efficientnet-b0", "--data", "idx:/nonexistent/dir"], 1, "idx:/nonexistent/dir"),
+    (["efficientnet-b0", "--resolution", "0"], 2, "--resolution"),
+    (["efficientnet-b0", "--resolution", "4"], 2, "too small"),
+    (["efficientnet-b0", "--epochs", "-1"], 2, "--epochs"),
+    (["efficientnet-b0", "--epochs", "1", "--steps", "2"], 2, "not allowed"),
+    (["efficientnet-b0", "--recipe", "adam"], 2, "--recipe"),
+    (["efficientnet-b0", "--batch-size", "1"], 2, "--batch-size"),
+    (["no-such-preset"], 2, "unknown preset"),
+])
+def test_cli_bad_input_is_one_line(args, code, needle, tmp_path):
+    p = nas_train(*args, "--json", "--output", str(tmp_path / "out"))
+    assert p.returncode == code, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nas-train: error:") and needle in lines[0]
+    assert "Traceback" not in p.stderr and p.stdout == ""
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_output_that_is_a_file(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    p = nas_train("efficientnet-b0", "--output", str(f))
+    assert p.returncode == 2 and "not a directory" in p.stderr and f.read_text() == "x"
+
+
+def test_cli_empty_folder_dataset(tmp_path):
+    (tmp_path / "data" / "a").mkdir(parents=True)
+    (tmp_path / "data" / "b").mkdir(parents=True)
+    p = nas_train("efficientnet-b0", "--data", f"folder:{tmp_path / 'data'}")
+    assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
+
+
+def test_cli_recipe_names_match_the_registry():
+    from nas.cli.train import RECIPE_NAMES
+    assert tuple(sorted(RECIPE_NAMES)) == tuple(sorted(RECIPES))
