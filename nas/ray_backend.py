@@ -136,6 +136,12 @@ def _searcher_class():
     class NasOptunaSearch(OptunaSearch):
         """OptunaSearch that records our attributes and the real state (FAIL with reason, PRUNED) per trial."""
 
+        def on_trial_result(self, trial_id, result):
+            # a failed or pruned trial's last result carries no metric (nothing to report to Optuna)
+            metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+            if all(m in result for m in metrics):
+                super().on_trial_result(trial_id, result)
+
         def on_trial_complete(self, trial_id, result=None, error=False):
             if trial_id in self._completed_trials or trial_id not in self._ot_trials:
                 return
@@ -232,6 +238,8 @@ def run_ray(cfg: SearchConfig, *, workers: int = 1, address: str | None = None, 
     space = get_space(cfg.space)
     if threads is None:
         threads = max(1, int(cpus_per_trial)) if estimator.kind == "train" else 1
+    # failed trials report no reward (the searcher records them FAIL with their reason); read by the driver
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     tmp = Path(tempfile.mkdtemp(prefix="nas-ray-"))
     started = False
     ray_seconds = {"init": None}
