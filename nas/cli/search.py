@@ -34,6 +34,8 @@ def _parser() -> ArgumentParser:
     ap.add_argument("--evaluator", default=None, help="proxy[:NAME] (default proxy:synflow) or train")
     ap.add_argument("--data", default="sample", help="dataset for the estimator (default: the embedded sample)")
     ap.add_argument("--epochs", type=float, default=1, help="training epochs per trial (--evaluator train)")
+    ap.add_argument("--limit-train", type=int, help="train on at most N images per epoch (--evaluator train)")
+    ap.add_argument("--limit-val", type=int, help="evaluate on at most N held-out images (--evaluator train)")
     ap.add_argument("--resolution", type=int, help="estimator resolution (proxy default 32; train: the spec's)")
     ap.add_argument("--space", default="mnasnet-b0", help="search space (mnasnet-b0, mnasnet-mbv2)")
     ap.add_argument("--storage", help="Optuna storage URL (default: a journal file in the output folder)")
@@ -88,6 +90,9 @@ def parse_config(argv):
         raise UsageError(f"unknown evaluator {est!r}; evaluators: proxy, {', '.join(ESTIMATORS)}")
     if not (args.epochs > 0 and math.isfinite(args.epochs)):
         raise UsageError(f"--epochs must be > 0, got {args.epochs}")
+    for flag, v in (("--limit-train", args.limit_train), ("--limit-val", args.limit_val)):
+        if v is not None and v < 2:
+            raise UsageError(f"{flag} must be >= 2, got {v}")
     if args.resolution is not None and not 8 <= args.resolution <= 1024:
         raise UsageError(f"--resolution must be in [8, 1024], got {args.resolution}")
     from search_spaces import SPACES
@@ -101,7 +106,8 @@ def parse_config(argv):
     cfg = SearchConfig(target=target, metric=metric, constraint=args.constraint, w=args.w, strategy=args.strategy,
                        budget=args.budget, seed=args.seed, estimator=est, data=args.data, epochs=args.epochs,
                        resolution=args.resolution, space=args.space, storage=args.storage,
-                       study_name=args.study_name, output=str(output))
+                       study_name=args.study_name, output=str(output), limit_train=args.limit_train,
+                       limit_val=args.limit_val)
     return cfg, output, not args.no_progress
 
 
