@@ -219,6 +219,8 @@ BAD = [
     (["--target-flops", "400M", "--space", "darts"], "unknown space"),
     (["--target-flops", "400M", "--epochs", "0"], "--epochs"),
     (["--target-flops", "400M", "--storage", "study.db"], "storage URL"),
+    (["--target-flops", "400M", "--limit-train", "1"], "--limit-train"),
+    (["--target-flops", "400M", "--resolution", "4"], "--resolution"),
 ]
 
 
