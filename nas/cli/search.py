@@ -41,6 +41,7 @@ def _parser() -> ArgumentParser:
     ap.add_argument("--storage", help="Optuna storage URL (default: a journal file in the output folder)")
     ap.add_argument("--study-name", help="study name (default derived from the settings)")
     ap.add_argument("--output", help="output folder (default runs/<time>-<strategy>-s<seed>)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for estimating (default 1)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     return ap
 
@@ -95,6 +96,8 @@ def parse_config(argv):
             raise UsageError(f"{flag} must be >= 2, got {v}")
     if args.resolution is not None and not 8 <= args.resolution <= 1024:
         raise UsageError(f"--resolution must be in [8, 1024], got {args.resolution}")
+    if not 1 <= args.threads <= 256:
+        raise UsageError(f"--threads must be in [1, 256], got {args.threads}")
     from search_spaces import SPACES
 
     if args.space not in SPACES:
@@ -108,12 +111,12 @@ def parse_config(argv):
                        resolution=args.resolution, space=args.space, storage=args.storage,
                        study_name=args.study_name, output=str(output), limit_train=args.limit_train,
                        limit_val=args.limit_val)
-    return cfg, output, not args.no_progress
+    return cfg, output, not args.no_progress, args.threads
 
 
 @command("nas-search")
 def main(argv=None) -> int:
-    cfg, output, progress = parse_config(argv)
+    cfg, output, progress, threads = parse_config(argv)
     from ..data import DataError, load_dataset
 
     try:
@@ -122,9 +125,10 @@ def main(argv=None) -> int:
         raise UsageError(f"--data {cfg.data}: {e}") from None
     import torch
 
-    # Proxies score one small batch: one thread is 5-10x faster than two on this
-    # shared 2-core machine (measured: synflow 0.25 s vs 1.2-3.9 s per candidate).
-    torch.set_num_threads(1 if cfg.estimator.startswith("proxy:") else min(2, os.cpu_count() or 1))
+    # One thread by default: on this shared 2-core machine two threads were 5-10x
+    # *slower* (synflow 0.25 s vs 1.2-3.9 s per candidate; a B0 training step at
+    # 16 px, batch 64: 1.4 s vs 8.6 s), the small tensors of a search being all overhead.
+    torch.set_num_threads(threads)
     from ..search import run_search, summary_text, write_outputs
 
     output.mkdir(parents=True, exist_ok=True)
