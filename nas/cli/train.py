@@ -77,11 +77,20 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="default 0")
     ap.add_argument("--limit-train", type=_positive_int("--limit-train"), help="use only N training images")
     ap.add_argument("--limit-val", type=_positive_int("--limit-val"), help="evaluate on only N held-out images")
-    ap.add_argument("--threads", type=_positive_int("--threads"), help="torch CPU threads (default: torch's)")
+    # Default 1 thread: on the 2-core reference machine B0 at 32 px trains at ~130-160
+    # images/s with 1 thread and barely faster with 2 when idle, but with 2 threads
+    # it fell to 13 images/s while other jobs shared the cores (spinning OpenMP
+    # workers), against 127 with 1.  More threads pay off for large inputs.
+    ap.add_argument("--threads", type=_positive_int("--threads"), default=1,
+                    help="torch CPU threads (default 1; see nas-train --help)")
     ap.add_argument("--output", help="directory for metrics.json, weights.pt and spec.json")
     ap.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
+    if args.threads > 1:
+        # passive OpenMP workers degrade gracefully when other jobs share the cores;
+        # it must be set before the OpenMP runtime loads (torch is imported lazily)
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     for name in ("resolution", "test_resolution"):
         v = getattr(args, name)
@@ -122,8 +131,7 @@ def main(argv=None) -> int:
 
     import torch
     from ..train import train_and_evaluate
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     r = train_and_evaluate(spec, data, epochs=args.epochs or 1, steps=args.steps, resolution=args.resolution,
