@@ -166,7 +166,14 @@ def _make_optimizer(recipe: Recipe, model: nn.Module, lr: float) -> torch.optim.
 
 @dataclass
 class TrainResult:
-    """What one training evaluation produced.  ``accuracy`` is None when the run failed."""
+    """What one training evaluation produced.  ``accuracy`` is None when the run failed.
+
+    ``epochs`` counts completed epochs (fractional for a ``steps`` budget);
+    ``images_per_second`` is training throughput (evaluation excluded);
+    ``history`` has one entry per evaluation: ``epoch`` (completed epochs),
+    ``train_loss`` (mean over the epoch), ``val_accuracy``, ``val_loss`` and
+    ``seconds`` (wall time since the start of the run, cumulative).
+    """
 
     accuracy: float | None
     loss: float | None
