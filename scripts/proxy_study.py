@@ -16,9 +16,9 @@ where it stopped (rows of another configuration are ignored).
 The sampler: per stage of B0, op in {MBConv e6, MBConv e3, depthwise-separable},
 kernel in {3, 5}, SE in {0, 0.25}, skip in {identity, none}, width x{0.75, 1,
 1.25} (reference rounding to multiples of 8), repeats B0 +-1 (at least 1); B0's
-strides, stem and head.  Architecture 0 is B0 itself.  When the MnasNet search
-space (``search_spaces.mnasnet``) provides ``sample(rng)`` or
-``SPACE.sample(rng)``, pass ``--space mnasnet`` to draw from it instead.
+strides, stem and head.  Architecture 0 is B0 itself.  ``--space mnasnet``
+draws uniformly from ``search_spaces.mnasnet.MnasNetSpace`` over B0's stages
+instead (the full MnasNet space: also regular convs and pooling skips).
 """
 from __future__ import annotations
 
@@ -60,8 +60,9 @@ def sample_specs(n: int, seed: int, space: str) -> list[Spec]:
     rng = random.Random(seed)
     specs, seen = [base], {base.fingerprint()}
     if space == "mnasnet":
-        import search_spaces.mnasnet as m
-        draw = getattr(m, "sample", None) or m.SPACE.sample
+        from search_spaces import get_space
+        ms = get_space("mnasnet-b0")  # the MnasNet space over B0's stages
+        draw = lambda r: ms.decode(ms.sample(r))  # noqa: E731
     else:
         draw = lambda r: sample_near_b0(r, base)  # noqa: E731
     while len(specs) < n:
