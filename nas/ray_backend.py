@@ -182,13 +182,14 @@ def _known(study) -> dict:
     return memo
 
 
-def run_ray(cfg: SearchConfig, *, workers: int = 1, address: str | None = None, cpus_per_trial: float = 1.0,
+def run_ray(cfg: SearchConfig, *, workers: int | None = None, address: str | None = None, cpus_per_trial: float = 1.0,
             output: str | Path | None = None, dataset=None, estimator_factory: str | None = None,
             threads: int | None = None, log: Callable[[str], None] | None = None) -> SearchResult:
     """Run (or resume) ``cfg`` as Ray Tune trials; returns the result and writes only the study.
 
     ``workers``: concurrent trials (and, without ``address``, the CPUs given to a
-    local Ray, ``workers * cpus_per_trial``).  ``address``: an existing cluster
+    local Ray, ``workers * cpus_per_trial``); None: as many as the CPUs allow
+    (all of this machine's, or the cluster's).  ``address``: an existing cluster
     (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``).  ``estimator_factory``
     (``"module:function"``) replaces ``cfg.estimator`` everywhere (tests).
     """
@@ -200,7 +201,7 @@ def run_ray(cfg: SearchConfig, *, workers: int = 1, address: str | None = None, 
     from .search import open_study, run_search
     from .workers import _accuracy_map, _estimator_options, _load_factory, repair_journal
 
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     if not cpus_per_trial > 0:
         raise ValueError(f"cpus_per_trial must be > 0, got {cpus_per_trial}")
@@ -240,20 +241,21 @@ def run_ray(cfg: SearchConfig, *, workers: int = 1, address: str | None = None, 
         threads = max(1, int(cpus_per_trial)) if estimator.kind == "train" else 1
     # failed trials report no reward (the searcher records them FAIL with their reason); read by the driver
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no progress tables on the user's terminal
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TensorBoard files per trial
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     tmp = Path(tempfile.mkdtemp(prefix="nas-ray-"))
     started = False
     ray_seconds = {"init": None}
     stopped, rounds = None, 0
     try:
         if not ray.is_initialized():
-            os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-            os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-            os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
             ti = time.perf_counter()
             if address:
                 ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
             else:
-                ray.init(num_cpus=max(1, math.ceil(workers * cpus_per_trial)), include_dashboard=False,
+                ncpu = math.ceil(workers * cpus_per_trial) if workers else (os.cpu_count() or 1)
+                ray.init(num_cpus=max(1, ncpu), include_dashboard=False,
                          _temp_dir=str(tmp / "ray"), logging_level=logging.ERROR, log_to_driver=False)
             ray_seconds["init"] = time.perf_counter() - ti
             started = True

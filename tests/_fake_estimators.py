@@ -127,3 +127,27 @@ def fast_tmp_dir(tmp_path, name: str = "run"):
     d = tmp_path / name
     d.mkdir()
     return d, (lambda: None)
+
+
+class EpochsEstimator(ParamsEstimator):
+    """A training-like estimator: reports an accuracy per epoch through ``report`` (multi-fidelity hook)
+    and stops early (pruned) when the hook says so."""
+
+    kind = "train"
+    name = "fake:epochs"
+    epochs = 4
+
+    def __call__(self, spec, report=None) -> Estimate:
+        self.calls.append(spec.fingerprint())
+        final = 1 / (1 + math.exp(-(self.score(spec) - 15.0)))  # accuracy-like, in (0, 1)
+        acc = final
+        for epoch in range(1, self.epochs + 1):
+            acc = final * epoch / self.epochs
+            time.sleep(0.05)
+            if report is not None and report(epoch, acc):
+                return Estimate(acc, self.kind, pruned=True)
+        return Estimate(acc, self.kind)
+
+
+def epochs():
+    return EpochsEstimator()

@@ -66,3 +66,22 @@ def test_ray_backend_end_to_end(tmp_path, monkeypatch):
     finally:
         ray.shutdown()
         cleanup()
+
+
+@pytest.mark.slow
+def test_ray_asha_with_a_per_epoch_estimator(tmp_path, monkeypatch):
+    """Training estimator with several epochs: per-epoch results reach Tune, ASHA stops some trials
+    (recorded PRUNED), and the budget still counts COMPLETE trials."""
+    from nas.ray_backend import run_ray
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]))
+    out, cleanup = fe.fast_tmp_dir(tmp_path, "ray-asha")
+    try:
+        cfg = SearchConfig(target=4e8, estimator="train", epochs=4, budget=8, strategy="random", seed=0)
+        res = run_ray(cfg, workers=2, output=out, estimator_factory="_fake_estimators:epochs")
+        assert res.n_complete == 8
+        states = {r["state"] for r in res.rows}
+        assert "PRUNED" in states, states
+        assert all(r["accuracy"] is not None for r in res.rows if r["state"] == "COMPLETE")
+    finally:
+        cleanup()
