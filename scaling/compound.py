@@ -7,8 +7,18 @@ Rounding follows the reference builder (TF EfficientNet, torchvision):
   scale too;
 * depths: :func:`round_repeats` — ``ceil(n * depth)`` per stage (timm spreads extra
   repeats differently and gets other parameter counts; we follow the reference);
-* resolution: given explicitly (the published table) or ``round(r * gamma^phi)``
-  to a multiple of ``resolution_divisor`` (see :func:`compound_scale`).
+* resolution: given explicitly (the published table) or ``r * gamma^phi`` on a
+  grid of 4 px (1 px for bases under 80 px), the grid point within 5 % whose
+  FLOPs come nearest ``(alpha*beta^2*gamma^2)^phi`` times the base's (see
+  :func:`compound_scale`; ``resolution_rule="nearest"`` rounds plainly);
+* dropout: linear from the base's rate at phi = 0 to 0.5 at phi = 7, capped
+  (:func:`scaled_dropout`); drop connect stays the base's.
+
+Why FLOPs only roughly follow ``(alpha*beta^2*gamma^2)^phi``: the ceiling on
+repeats adds up to one layer per stage.  With alpha = 1.05 at phi = 1 every
+one-layer stage doubles (ceil(1.05) = 2), and FLOPs overshoot by ~40 %; with the
+paper's (1.2, 1.1, 1.15) the scaled B0 stays within 0-14 % of the target for
+phi = 1..7 (tests/test_scaling.py checks [0.75, 1.25] for several sets).
 
 The published EfficientNet family (B0…B7, L2) is a table, NOT ``alpha^phi,
 beta^phi, gamma^phi`` for whole phi: B7 is width 2.0 / depth 3.1 / 600 px, while

@@ -321,6 +321,9 @@ def main(argv=None) -> int:
     if args.grid_search and args.epochs <= 0:
         raise UsageError(f"--epochs must be > 0, got {args.epochs:g}")
 
+    if args.base_resolution is not None and not args.grid_search:
+        raise UsageError("--base-resolution is for --grid-search (to scale a base at another resolution, "
+                         "give a --base spec with that resolution)")
     if args.published:
         if args.base:
             raise UsageError("--published scales efficientnet-b0 by the published table; drop --base")
