@@ -43,6 +43,15 @@ def _parser() -> ArgumentParser:
     ap.add_argument("--output", help="output folder (default runs/<time>-<strategy>-s<seed>)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for estimating (default 1)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    # scale-out (nas.workers, nas.ray_backend; issue 7)
+    so = ap.add_argument_group("scale-out")
+    so.add_argument("--workers", type=int, metavar="N", help="concurrent trials: N local processes on one study "
+                    "(default 1), or N concurrent Ray trials (--backend ray; default: as many as the CPUs allow)")
+    so.add_argument("--backend", default="local", help="local (default) or ray (Ray Tune)")
+    so.add_argument("--address", metavar="ADDR", help="an existing Ray cluster (--backend ray): auto, HOST:PORT, "
+                    "ray://HOST:10001")
+    so.add_argument("--cpus-per-trial", type=float, default=1.0, metavar="C",
+                    help="CPUs Ray reserves per trial (--backend ray; default 1)")
     return ap
 
 
@@ -114,9 +123,51 @@ def parse_config(argv):
     return cfg, output, not args.no_progress, args.threads
 
 
+def parse_scale_out(argv, cfg) -> dict:
+    """--workers/--backend/--address/--cpus-per-trial -> options for nas.workers / nas.ray_backend; creates nothing."""
+    args = _parser().parse_args(argv)
+    if args.backend not in ("local", "ray"):
+        raise UsageError(f"--backend must be local or ray, got {args.backend!r}")
+    if args.workers is not None and not 1 <= args.workers <= 1024:
+        raise UsageError(f"--workers must be in [1, 1024], got {args.workers}")
+    if not (math.isfinite(args.cpus_per_trial) and 0 < args.cpus_per_trial <= 1024):
+        raise UsageError(f"--cpus-per-trial must be in (0, 1024], got {args.cpus_per_trial}")
+    if args.backend == "local" and (args.address is not None or args.cpus_per_trial != 1.0):
+        raise UsageError("--address and --cpus-per-trial need --backend ray")
+    if args.backend == "local" and (args.workers or 1) > 1 and cfg.storage and cfg.storage.startswith("sqlite"):
+        raise UsageError("--workers > 1 with SQLite storage is unsafe (concurrent writers); use the default journal "
+                         "file or a database server URL")
+    if args.backend == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise UsageError("--backend ray needs Ray: pip install 'ray[tune]'")
+    return {"backend": args.backend, "workers": args.workers, "address": args.address,
+            "cpus_per_trial": args.cpus_per_trial}
+
+
+def _run_scaled(cfg, output, progress, dataset, scale: dict, threads: int):
+    """Dispatch to the local workers or the Ray backend (same result type, same outputs)."""
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    try:
+        if scale["backend"] == "ray":
+            from ..ray_backend import run_ray
+
+            return run_ray(cfg, workers=scale["workers"], address=scale["address"],
+                           cpus_per_trial=scale["cpus_per_trial"], output=output, dataset=dataset,
+                           threads=max(threads, int(scale["cpus_per_trial"])), log=log)
+        from ..workers import run_workers
+
+        return run_workers(cfg, scale["workers"], output=output, progress=progress, dataset=dataset,
+                           threads=threads, log=log)
+    except (ValueError, RuntimeError, ConnectionError) as e:  # a worker failed, no cluster at --address, ...
+        raise RuntimeFailure(" ".join(str(e).split())[:500] or type(e).__name__) from None
+
+
 @command("nas-search")
 def main(argv=None) -> int:
     cfg, output, progress, threads = parse_config(argv)
+    scale = parse_scale_out(argv, cfg)
     from ..data import DataError, load_dataset
 
     try:
@@ -132,11 +183,19 @@ def main(argv=None) -> int:
     from ..search import run_search, summary_text, write_outputs
 
     output.mkdir(parents=True, exist_ok=True)
-    try:
-        res = run_search(cfg, output=output, progress=progress,
-                         dataset=dataset, log=lambda m: print(m, file=sys.stderr))
-    except ValueError as e:  # e.g. an existing study with other directions
-        raise RuntimeFailure(str(e)) from None
+    if cfg.storage is None:  # a kill -9 during an append can leave a torn last line in the journal
+        from ..search import JOURNAL_NAME
+        from ..workers import repair_journal
+
+        repair_journal(output / JOURNAL_NAME)
+    if scale["backend"] == "ray" or (scale["workers"] or 1) > 1:
+        res = _run_scaled(cfg, output, progress, dataset, scale, threads)
+    else:
+        try:
+            res = run_search(cfg, output=output, progress=progress,
+                             dataset=dataset, log=lambda m: print(m, file=sys.stderr))
+        except ValueError as e:  # e.g. an existing study with other directions
+            raise RuntimeFailure(str(e)) from None
     write_outputs(res, output)
     sys.stdout.write(summary_text(res) + f"\noutputs: {output}\n")
     if res.interrupted:
