@@ -103,6 +103,13 @@ CASES = [
     ("search-output-under-a-file", "search", T + ["--no-progress", "--output", "{file}/sub"], 2),
     ("search-corrupt-dataset", "search", T + ["--data", "idx:{corrupt}", "--budget", "1"] + S, 2),
     ("search-empty-dataset", "search", T + ["--data", "idx:{emptydir}", "--budget", "1"] + S, 2),
+    ("search-workers-zero", "search", T + ["--workers", "0"] + S, 2),
+    ("search-workers-not-an-int", "search", T + ["--workers", "two"] + S, 2),
+    ("search-workers-absurd", "search", T + ["--workers", "100000"] + S, 2),
+    ("search-unknown-backend", "search", T + ["--backend", "spark"] + S, 2),
+    ("search-address-without-ray", "search", T + ["--address", "auto"] + S, 2),
+    ("search-cpus-per-trial-zero", "search", T + ["--backend", "ray", "--cpus-per-trial", "0"] + S, 2),
+    ("search-sqlite-with-workers", "search", T + ["--storage", "sqlite:///{out}.db", "--workers", "2"] + S, 2),
     ("scale-no-mode", "scale", ["--output", "{out}/s.json"], 2),
     ("scale-phi-negative", "scale", ["--phi", "-1", "--output", "{out}/s.json"], 2),
     ("scale-phi-not-a-number", "scale", ["--phi", "one", "--output", "{out}/s.json"], 2),
@@ -130,7 +137,7 @@ CASES = [
 ]
 # rows that also run through the console script (cheap ones, at least one per command)
 VIA_SCRIPT = {"show-malformed-json", "show-resolution-zero", "train-epochs-zero", "train-corrupt-idx",
-              "search-target-zero", "search-unknown-strategy", "search-corrupt-dataset", "scale-alpha-below-one",
+              "search-target-zero", "search-unknown-strategy", "search-corrupt-dataset", "search-unknown-backend", "scale-alpha-below-one",
               "export-unknown-format", "export-corrupt-weights"}
 
 

@@ -85,3 +85,21 @@ def test_ray_asha_with_a_per_epoch_estimator(tmp_path, monkeypatch):
         assert all(r["accuracy"] is not None for r in res.rows if r["state"] == "COMPLETE")
     finally:
         cleanup()
+
+
+@pytest.mark.slow
+def test_nas_search_backend_ray_flag(tmp_path):
+    """The console script with --backend ray: same files as a local run, quiet stderr."""
+    import subprocess
+
+    out, cleanup = fe.fast_tmp_dir(tmp_path, "ray-cli")
+    try:
+        r = subprocess.run(["nas-search", "--target-flops", "400M", "--evaluator", "proxy:params", "--budget", "3",
+                            "--backend", "ray", "--workers", "2", "--output", str(out), "--no-progress"],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert json.loads((out / "summary.json").read_text())["n_trials_complete"] == 3
+        assert sorted(p.name for p in out.iterdir()) == ["best.json", "pareto.png", "study.journal", "summary.json",
+                                                         "trials.csv"]
+    finally:
+        cleanup()

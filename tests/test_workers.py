@@ -119,3 +119,19 @@ def test_repair_journal_drops_a_torn_last_line(tmp_path):
     assert repair_journal(p) and p.read_bytes() == b'{"a":1}\n'
     assert not repair_journal(p) and p.read_bytes() == b'{"a":1}\n'
     assert not repair_journal(tmp_path / "missing")
+
+
+def test_nas_search_workers_flag(out):
+    """The console script dispatches --workers 2 to nas.workers and writes the usual outputs."""
+    import json
+    import subprocess
+
+    r = subprocess.run(["nas-search", "--target-flops", "400M", "--evaluator", "proxy:params", "--strategy", "random",
+                        "--budget", "4", "--workers", "2", "--output", str(out), "--no-progress"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_trials_complete"] == 4
+    assert sorted(p.name for p in out.iterdir()) == ["best.json", "pareto.png", "study.journal", "summary.json",
+                                                     "trials.csv"]
