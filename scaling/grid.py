@@ -20,7 +20,9 @@ parameter ``candidate`` (its index).  On start, COMPLETE trials and FAIL trials
 that carry a ``failure`` reason (the evaluator reported a failure: NaN loss, out
 of memory, an exception) count as done and are never rerun.  A trial left
 RUNNING by a killed process, or FAIL without a reason (interrupted), is marked
-``interrupted`` and its candidate runs again.  One process per study: a second
+``interrupted`` and its candidate runs again.  Queued (WAITING) trials of
+candidates that this run does not select (an earlier run with another
+``max_candidates``) are closed as ``superseded`` so they do not jump the queue.  One process per study: a second
 process on the same storage would take the first one's RUNNING trial for stale.
 """
 from __future__ import annotations
@@ -198,23 +200,30 @@ def run_grid_search(base: Spec, evaluate: Callable[[Spec], Any], *, storage=None
 
     dist = CategoricalDistribution(list(range(len(cands))))
     done: dict[int, Any] = {}
-    waiting: set[int] = set()
+    waiting: dict[int, Any] = {}
     for t in study.get_trials(deepcopy=False):
         idx = t.params.get("candidate", t.system_attrs.get("fixed_params", {}).get("candidate"))
-        if idx is None:
+        if idx is None or "superseded" in t.user_attrs:
             continue
         if t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL and "failure" in t.user_attrs):
             done[idx] = t
         elif t.state == TrialState.WAITING:
-            waiting.add(idx)
+            if idx in waiting:
+                _supersede(study, t)
+            else:
+                waiting[idx] = t
         elif t.state == TrialState.RUNNING or t.state == TrialState.FAIL and "interrupted" not in t.user_attrs:
             # left behind by a killed or interrupted process: record that, run the candidate again
+            study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
             if t.state == TrialState.RUNNING:
-                study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
                 study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-            else:
-                study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
     pending = [i for i in run if i not in done]
+    # queued by an earlier run with another subsample (or already finished): take them out of the queue,
+    # or study.ask() would hand them out before this run's candidates
+    for idx, t in list(waiting.items()):
+        if idx not in pending:
+            _supersede(study, t)
+            del waiting[idx]
     if done:
         log(f"resuming: {len(done)} candidate(s) already finished, {len(pending)} to go")
     for i in pending:
@@ -259,6 +268,15 @@ def run_grid_search(base: Spec, evaluate: Callable[[Spec], Any], *, storage=None
     return collect(study, cands, info, base=base, budget=budget, tolerance=tolerance, step=step, max_coef=max_coef)
 
 
+def _supersede(study, t) -> None:
+    """Take a WAITING trial out of the queue: claim it (WAITING -> RUNNING), label it, close it as FAIL."""
+    from optuna.trial import TrialState
+
+    if study._storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):
+        study._storage.set_trial_user_attr(t._trial_id, "superseded", True)
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+
+
 def collect(study, cands: Sequence[Candidate], info: dict, *, base: Spec, budget: dict, tolerance: float,
             step: float, max_coef: float) -> GridResult:
     """The study's trials as grid.json rows (duplicates share their twin's result)."""
@@ -267,7 +285,8 @@ def collect(study, cands: Sequence[Candidate], info: dict, *, base: Spec, budget
     by_idx: dict[int, Any] = {}
     for t in study.get_trials(deepcopy=False):
         idx = t.params.get("candidate")
-        if idx is None or t.state not in (TrialState.COMPLETE, TrialState.FAIL) or "interrupted" in t.user_attrs:
+        if (idx is None or t.state not in (TrialState.COMPLETE, TrialState.FAIL) or "interrupted" in t.user_attrs
+                or "superseded" in t.user_attrs):
             continue
         by_idx[idx] = t  # the latest wins
     run = set(info["run"])

@@ -273,6 +273,25 @@ def test_interrupted_candidate_runs_again(tmp_path):
     assert [c["state"] for c in r.candidates if c["state"] != "SKIPPED" and "duplicate_of" not in c] == ["COMPLETE"] * 4
 
 
+def test_a_smaller_rerun_trains_exactly_its_own_selection(tmp_path):
+    # an interrupted run with 8 picks leaves 5 queued trials; a rerun with 4 picks must not train those
+    b16 = B0.replace(resolution=16)
+    pts = grid_points()
+    cands, info4 = make_candidates(b16, pts, max_candidates=4)
+    ev = FakeEvaluator(interrupt_on={3})
+    with pytest.raises(KeyboardInterrupt):
+        run_grid_search(b16, ev, output_dir=tmp_path, max_candidates=8, progress=False)
+    ev2 = FakeEvaluator()
+    r = run_grid_search(b16, ev2, output_dir=tmp_path, max_candidates=4, progress=False)
+    wanted = {cands[i].spec.fingerprint() for i in info4["run"]}
+    assert set(ev2.calls) == wanted - set(ev.calls[:3])
+    states = {c["fingerprint"]: c["state"] for c in r.candidates if "duplicate_of" not in c}
+    assert all(states[f] == "COMPLETE" for f in wanted)
+    ev3 = FakeEvaluator()
+    run_grid_search(b16, ev3, output_dir=tmp_path, max_candidates=4, progress=False)
+    assert ev3.calls == []
+
+
 def test_another_budget_is_refused_on_the_same_storage(tmp_path):
     b16 = B0.replace(resolution=16)
     run_grid_search(b16, FakeEvaluator(), output_dir=tmp_path, max_candidates=2, progress=False, budget={"epochs": 1})
