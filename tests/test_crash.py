@@ -114,16 +114,22 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
-def test_kill_9_the_parent_of_two_workers_then_resume(out):
-    budget = 10
+@pytest.mark.parametrize("via", ["api", "cli"])
+def test_kill_9_the_parent_of_two_workers_then_resume(out, via):
+    budget = 10 if via == "api" else 30
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]),
            "NAS_TEST_DELAY": "0.2"}
     code = ("import sys; from nas.search import SearchConfig, write_outputs; from nas.workers import run_workers; "
             f"cfg = SearchConfig(target=4e8, estimator='fake', strategy='random', budget={budget}); "
             f"res = run_workers(cfg, 2, output={str(out)!r}, estimator_factory='_fake_estimators:slow_params'); "
             "write_outputs(res, res.config.output)")
+    if via == "cli":  # the real command; proxy:params trials take milliseconds, hence the larger budget
+        cmd = ["nas-search", "--target-flops", "400M", "--evaluator", "proxy:params", "--strategy", "random",
+               "--budget", str(budget), "--workers", "2", "--output", str(out), "--no-progress"]
+    else:  # the API with a fake estimator that sleeps per trial
+        cmd = [sys.executable, "-c", code]
     journal = out / JOURNAL_NAME
-    p = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         t0 = time.monotonic()
         while len(_journal_state(journal)[1]) < 3:
@@ -147,7 +153,7 @@ def test_kill_9_the_parent_of_two_workers_then_resume(out):
     n_after_kill = _journal_state(journal)[0]
     time.sleep(0.3)
     assert _journal_state(journal)[0] == n_after_kill
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-800:]
     name = json.loads((out / "summary.json").read_text())["study_name"]
     _final_check(journal, name, budget, kept)
