@@ -75,22 +75,30 @@ def _locked(path: Path):
 
 
 def repair_journal(path: str | Path) -> bool:
-    """Drop a torn last line (a process killed in the middle of an append); True if the file changed.
+    """Undo what a process killed in the middle of an append leaves behind; True if anything changed.
 
-    Optuna's journal reader tolerates a torn *last* line but not one followed by
-    more records, which is what the next append would produce.
+    Two things: a torn last line (Optuna's reader tolerates one at the very end,
+    but not once the next append follows it), and the journal's lock file
+    (``<journal>.lock``, a symlink): a killed holder never removes it, and the
+    next run would wait Optuna's 30 s grace period before breaking it.  Only call
+    this while no other process uses the study (at start-up, before workers).
     """
     p = Path(path)
+    changed = False
+    lock = Path(str(p) + ".lock")  # optuna.storages.journal: LOCK_FILE_SUFFIX
+    if os.path.lexists(lock):
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
+        changed = True
     if not p.is_file() or p.stat().st_size == 0:
-        return False
+        return changed
     with open(p, "rb+") as f:
         f.seek(-1, os.SEEK_END)
         if f.read(1) == b"\n":
-            return False
+            return changed
         f.seek(0)
         content = f.read()
-        keep = content.rfind(b"\n") + 1
-        f.truncate(keep)
+        f.truncate(content.rfind(b"\n") + 1)
     return True
 
 

@@ -96,6 +96,8 @@ def test_kill_9_nas_search_at_several_points_then_resume(out):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
+    # a lock left by a killed writer is removed at start-up, not waited out (Optuna warns after 10 s)
+    assert "acquire the lock" not in r.stderr
     summary = json.loads((out / "summary.json").read_text())
     trials = _final_check(journal, summary["study_name"], budget, kept)
     assert summary["n_trials_complete"] == budget

@@ -113,12 +113,15 @@ def test_workers_must_be_positive(out):
         run_workers(SearchConfig(target=4e8), 0, output=out)
 
 
-def test_repair_journal_drops_a_torn_last_line(tmp_path):
+def test_repair_journal_drops_a_torn_last_line_and_a_stale_lock(tmp_path):
     p = tmp_path / "j"
     p.write_bytes(b'{"a":1}\n{"b":')
     assert repair_journal(p) and p.read_bytes() == b'{"a":1}\n'
     assert not repair_journal(p) and p.read_bytes() == b'{"a":1}\n'
     assert not repair_journal(tmp_path / "missing")
+    # the lock a killed writer leaves (a dangling symlink once the holder is gone)
+    (tmp_path / "j.lock").symlink_to(tmp_path / "j")
+    assert repair_journal(p) and not os.path.lexists(tmp_path / "j.lock")
 
 
 def test_nas_search_workers_flag(out):
