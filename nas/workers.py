@@ -129,6 +129,50 @@ def _estimator_options(cfg: SearchConfig) -> dict:
             "limit_val": cfg.limit_val}
 
 
+class _Interruptible:
+    """Ctrl-C in a worker interrupts only the estimate, never a journal write.
+
+    Optuna's journal lock is a symlink that a KeyboardInterrupt raised between
+    acquire and release leaves behind; every process then waits 30 s (the
+    lock's grace period) and the holder's release later fails.  So the SIGINT
+    handler raises only while the estimator computes (it writes nothing; its
+    per-epoch ``report`` hook does, so the hook runs unguarded) and otherwise
+    leaves a flag that the worker loop checks between trials.
+    """
+
+    def __init__(self, estimator):
+        self._est, self.kind = estimator, estimator.kind
+        self.computing = False
+        self.pending = False
+
+    def __getattr__(self, name):
+        return getattr(self._est, name)
+
+    def on_sigint(self, signum, frame):
+        if self.computing:
+            self.computing = False
+            raise KeyboardInterrupt
+        self.pending = True
+
+    def __call__(self, spec, report=None):
+        def hook(epoch, value):
+            self.computing = False
+            try:
+                if self.pending:
+                    raise KeyboardInterrupt
+                return report(epoch, value)
+            finally:
+                self.computing = True
+
+        if self.pending:
+            raise KeyboardInterrupt
+        self.computing = True
+        try:
+            return self._est(spec, report=hook if report is not None else None)
+        finally:
+            self.computing = False
+
+
 def _worker_main(cfg_dict: dict, storage: str, study_name: str, index: int, lock_path: str, threads: int,
                  failed_before: int, parent: int, estimator_factory: str | None = None) -> tuple:
     """One worker process: ask/tell until the shared budget is used up; returns (kind, index, detail)."""
@@ -165,11 +209,15 @@ def _worker_main(cfg_dict: dict, storage: str, study_name: str, index: int, lock
         study = open_study(storage, study_name, make_sampler(cfg.strategy, seed=cfg.seed + index),
                            ["maximize", "minimize"] if multi else ["maximize"], pruner)
         memo: dict = {}
+        estimator = _Interruptible(estimator)
+        signal.signal(signal.SIGINT, estimator.on_sigint)
         objective = make_objective(space, estimator, reward, _accuracy_map(study, estimator.kind), cost_fn,
                                    multi_objective=multi, memo=memo)
         max_attempts = int(cfg.budget * MAX_FAILURE_FACTOR) + 20
         n_done = 0
         while True:
+            if estimator.pending:
+                return ("interrupted", index, n_done)
             if os.getppid() != parent:  # the parent is gone (no PDEATHSIG on this system)
                 return ("orphaned", index, n_done)
             with _locked(Path(lock_path)):

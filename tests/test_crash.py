@@ -166,3 +166,37 @@ def _proc_state(pid: int) -> str:
         return pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "Z"
+
+
+def test_ctrl_c_with_two_workers_stops_cleanly_and_requeues(out):
+    """SIGINT to nas-search --workers 2: exit 130, outputs for the best so far, in-flight trials
+    FAIL ('interrupted') and queued again, no worker left behind."""
+    cmd = ["nas-search", "--target-flops", "400M", "--evaluator", "proxy:params", "--strategy", "random",
+           "--budget", "100000", "--workers", "2", "--output", str(out), "--no-progress"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        t0 = time.monotonic()
+        while len(_journal_state(out / JOURNAL_NAME)[1]) < 5:
+            assert p.poll() is None and time.monotonic() - t0 < 120
+            time.sleep(0.01)
+        workers = _children(p.pid)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err
+    assert not [w for w in workers if _proc_state(w) not in ("Z", "X")]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] and summary["n_trials_complete"] >= 5
+    study = open_study(str(out / JOURNAL_NAME), summary["study_name"], None, ["maximize"])
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    for t in study.trials:
+        if t.state == TrialState.FAIL:
+            assert t.user_attrs["reason"] == "interrupted"
+            if len(t.params) == len(t.distributions) == 42:  # fully sampled: queued to run again
+                assert any(w.state == TrialState.WAITING and w.system_attrs.get("fixed_params") == t.params
+                           for w in study.trials)
