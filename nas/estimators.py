@@ -35,7 +35,11 @@ __all__ = ["Estimate", "ProxyEstimator", "TrainEstimator", "ESTIMATORS", "DEFAUL
 # The default: synflow, the best-ranked training-free proxy in the literature
 # (REFERENCE.md: |rho| 0.74 on NAS-Bench-201).  One constant, so that the proxy
 # study (results/evaluation/) can change it.
-DEFAULT_ESTIMATOR = "proxy:synflow"
+# What the proxy study (results/evaluation/README.md) supports: near B0 every training-free
+# proxy ranks architectures opposite to trained accuracy, so the default is short training.
+DEFAULT_ESTIMATOR = "train"
+DEFAULT_PROXY = "proxy:synflow"  # what plain "proxy" means
+TRAIN_RESOLUTION = 16  # px; B0 at 16 px trains one epoch of the embedded sample in ~22 s on one core
 PROXY_RESOLUTION = 32  # proxies run at a reduced resolution; FLOPs are counted at the spec's own
 
 
@@ -89,7 +93,8 @@ class TrainEstimator:
 
     def __init__(self, dataset, *, resolution: int | None = None, epochs: float = 1, seed: int = 0,
                  batch_size: int = 64, limit_train: int | None = None, limit_val: int | None = None, **_unused):
-        self.dataset, self.resolution, self.epochs, self.seed = dataset, resolution, epochs, seed
+        self.dataset, self.epochs, self.seed = dataset, epochs, seed
+        self.resolution = int(resolution or TRAIN_RESOLUTION)
         self.batch_size, self.limit_train, self.limit_val = batch_size, limit_train, limit_val
 
     def __call__(self, spec: Spec, report: Callable | None = None) -> Estimate:
@@ -128,7 +133,7 @@ ESTIMATORS: dict[str, Callable] = _registry()
 def make_estimator(name: str, dataset, **options):
     """``name`` is a key of :data:`ESTIMATORS`; ``proxy`` alone means the default proxy."""
     if name == "proxy":
-        name = DEFAULT_ESTIMATOR if DEFAULT_ESTIMATOR.startswith("proxy:") else "proxy:synflow"
+        name = DEFAULT_PROXY
     try:
         factory = ESTIMATORS[name]
     except KeyError:

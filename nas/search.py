@@ -36,9 +36,10 @@ from .reward import IdentityMap, ProxyMap, Reward
 from .spec import Spec, atomic_write_bytes, atomic_write_text
 
 __all__ = ["SearchConfig", "SearchResult", "TrialFailed", "make_objective", "open_study", "recover_stale_trials",
-           "run_search", "write_outputs", "reference_specs", "DEFAULT_BUDGET", "JOURNAL_NAME"]
+           "run_search", "write_outputs", "reference_specs", "DEFAULT_BUDGET", "TRAIN_BUDGET", "JOURNAL_NAME"]
 
 DEFAULT_BUDGET = 200  # trials; with proxy:synflow at 1 thread about 2-3 minutes on 2 cores (results/search/README.md)
+TRAIN_BUDGET = 30  # the CLI default with the training estimator: ~6.5 minutes on 2 cores (results/search/default)
 JOURNAL_NAME = "study.journal"
 REFERENCES = ("efficientnet-b0", "mobilenet-v2")
 CALIBRATION_SAMPLES = 24  # seeded space members measured to set the proxy map's scale

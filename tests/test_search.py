@@ -271,3 +271,17 @@ def test_cli_ctrl_c_writes_best_so_far_and_resumes(tmp_path):
     assert s2["n_trials_complete"] == n + 2 and not s2["interrupted"]
     rows = list(csv.DictReader(open(out / "trials.csv")))
     assert not any(r["state"] == "RUNNING" for r in rows)
+
+
+def test_cli_defaults_follow_the_proxy_study(tmp_path):
+    # results/evaluation: every proxy anti-correlates with trained accuracy near B0, so the
+    # default estimator is short training, with a budget that keeps the run under 10 minutes.
+    from nas.cli.search import parse_config
+    from nas.estimators import TRAIN_RESOLUTION, make_estimator
+    from nas.search import DEFAULT_BUDGET, TRAIN_BUDGET
+
+    cfg, *_ = parse_config(["--target-flops", "400M", "--output", str(tmp_path / "a")])
+    assert (cfg.estimator, cfg.budget, cfg.data) == ("train", TRAIN_BUDGET, "sample")
+    assert make_estimator(cfg.estimator, None).resolution == TRAIN_RESOLUTION == 16
+    cfg, *_ = parse_config(["--target-flops", "400M", "--evaluator", "proxy", "--output", str(tmp_path / "b")])
+    assert (cfg.estimator, cfg.budget) == ("proxy:synflow", DEFAULT_BUDGET)

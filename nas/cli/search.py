@@ -19,7 +19,7 @@ STRATEGY_NAMES = ("tpe", "random", "nsga2", "evolution", "rl")  # checked agains
 
 
 def _parser() -> ArgumentParser:
-    from ..search import DEFAULT_BUDGET
+    from ..search import DEFAULT_BUDGET, TRAIN_BUDGET
 
     ap = ArgumentParser(prog="nas-search", description="Search the MnasNet factorized space for the best "
                         "ACC*(C/T)^w under a FLOPs or latency target.")
@@ -29,14 +29,15 @@ def _parser() -> ArgumentParser:
     ap.add_argument("--constraint", default="soft", help="soft (alpha=beta=-0.07, default) or hard (alpha=0, beta=-1)")
     ap.add_argument("--w", type=float, help="exponent overriding both alpha and beta")
     ap.add_argument("--strategy", default="tpe", help=f"one of {', '.join(STRATEGY_NAMES)} (default tpe)")
-    ap.add_argument("--budget", type=int, default=DEFAULT_BUDGET, help=f"complete trials (default {DEFAULT_BUDGET})")
+    ap.add_argument("--budget", type=int, default=None,
+                    help=f"complete trials (default {TRAIN_BUDGET} with --evaluator train, {DEFAULT_BUDGET} with a proxy)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--evaluator", default=None, help="proxy[:NAME] (default proxy:synflow) or train")
+    ap.add_argument("--evaluator", default=None, help="train (default: 1 epoch at 16 px) or proxy[:NAME] (proxy = proxy:synflow)")
     ap.add_argument("--data", default="sample", help="dataset for the estimator (default: the embedded sample)")
     ap.add_argument("--epochs", type=float, default=1, help="training epochs per trial (--evaluator train)")
     ap.add_argument("--limit-train", type=int, help="train on at most N images per epoch (--evaluator train)")
     ap.add_argument("--limit-val", type=int, help="evaluate on at most N held-out images (--evaluator train)")
-    ap.add_argument("--resolution", type=int, help="estimator resolution (proxy default 32; train: the spec's)")
+    ap.add_argument("--resolution", type=int, help="estimator resolution (default: train 16, proxy 32)")
     ap.add_argument("--space", default="mnasnet-b0", help="search space (mnasnet-b0, mnasnet-mbv2)")
     ap.add_argument("--storage", help="Optuna storage URL (default: a journal file in the output folder)")
     ap.add_argument("--study-name", help="study name (default derived from the settings)")
@@ -89,13 +90,16 @@ def parse_config(argv):
 
     if args.strategy not in STRATEGIES:
         raise UsageError(f"unknown strategy {args.strategy!r}; strategies: {', '.join(STRATEGIES)}")
-    if args.budget <= 0:
-        raise UsageError(f"--budget must be > 0, got {args.budget}")
-    from ..estimators import DEFAULT_ESTIMATOR, ESTIMATORS
+    from ..estimators import DEFAULT_ESTIMATOR, DEFAULT_PROXY, ESTIMATORS
+    from ..search import DEFAULT_BUDGET, TRAIN_BUDGET
 
     est = args.evaluator or DEFAULT_ESTIMATOR
     if est == "proxy":
-        est = DEFAULT_ESTIMATOR
+        est = DEFAULT_PROXY
+    if args.budget is None:
+        args.budget = TRAIN_BUDGET if est == "train" else DEFAULT_BUDGET
+    if args.budget <= 0:
+        raise UsageError(f"--budget must be > 0, got {args.budget}")
     if est not in ESTIMATORS:
         raise UsageError(f"unknown evaluator {est!r}; evaluators: proxy, {', '.join(ESTIMATORS)}")
     if not (args.epochs > 0 and math.isfinite(args.epochs)):
