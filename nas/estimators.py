@@ -77,7 +77,7 @@ class ProxyEstimator:
             v = score_proxy(self.proxy, spec, self.dataset, resolution=self.resolution, batch_size=self.batch_size,
                             seed=self.seed)
         except (RuntimeError, ValueError, MemoryError, FloatingPointError) as e:
-            return Estimate(None, self.kind, True, f"{type(e).__name__}: {e}".splitlines()[0],
+            return Estimate(None, self.kind, True, _reason(e),
                             seconds=time.perf_counter() - t0)
         if not math.isfinite(v):
             return Estimate(None, self.kind, True, f"{self.proxy} score is {v}", seconds=time.perf_counter() - t0)
@@ -107,7 +107,7 @@ class TrainEstimator:
                                    batch_size=self.batch_size, seed=self.seed, limit_train=self.limit_train,
                                    limit_val=self.limit_val, on_epoch=on_epoch)
         except (RuntimeError, ValueError, MemoryError) as e:
-            return Estimate(None, self.kind, True, f"{type(e).__name__}: {e}".splitlines()[0],
+            return Estimate(None, self.kind, True, _reason(e),
                             seconds=time.perf_counter() - t0)
         details = {"loss": r.loss, "epochs": r.epochs, "steps": r.steps, "images_per_second": r.images_per_second}
         if r.failed:
@@ -117,6 +117,13 @@ class TrainEstimator:
     def describe(self) -> dict:
         return {"name": self.name, "resolution": self.resolution, "epochs": self.epochs, "seed": self.seed,
                 "batch_size": self.batch_size, "limit_train": self.limit_train, "limit_val": self.limit_val}
+
+
+def _reason(e: BaseException) -> str:
+    """One line for a failed estimate; a bare MemoryError says what it means."""
+    if isinstance(e, MemoryError) or "out of memory" in str(e).lower():
+        return "out of memory" + (f": {str(e).splitlines()[0]}" if str(e).strip() else "")
+    return f"{type(e).__name__}: {e}".splitlines()[0]
 
 
 def _registry() -> dict[str, Callable]:

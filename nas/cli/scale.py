@@ -96,7 +96,9 @@ def default_coefficients() -> tuple[tuple[float, float, float], str]:
     return PAPER_COEFFICIENTS, "the paper's (EfficientNet, Tan & Le 2019)"
 
 
-def _coefficients(args) -> tuple[float, float, float]:
+def _coefficients(args) -> tuple[tuple[float, float, float], list[str]]:
+    """The coefficients and the notes about them; callers print the notes only once the
+    work succeeded, so that an error stays the only line on stderr."""
     given = (args.alpha, args.beta, args.gamma)
     (a, b, g), source = default_coefficients()
     if all(v is not None for v in given):
@@ -104,11 +106,11 @@ def _coefficients(args) -> tuple[float, float, float]:
     elif any(v is not None for v in given):
         source += " with overrides"
     a, b, g = (v if v is not None else d for v, d in zip(given, (a, b, g)))
-    _note(f"coefficients alpha={a:g} beta={b:g} gamma={g:g} from {source}")
+    notes = [f"coefficients alpha={a:g} beta={b:g} gamma={g:g} from {source}"]
     c = a * b * b * g * g
     if abs(c - 2) > 0.2:
-        _note(f"warning: alpha*beta^2*gamma^2 = {c:.3g}, not about 2: FLOPs grow {c:.3g}x per unit of phi")
-    return a, b, g
+        notes.append(f"warning: alpha*beta^2*gamma^2 = {c:.3g}, not about 2: FLOPs grow {c:.3g}x per unit of phi")
+    return (a, b, g), notes
 
 
 def _scale(base, phi: float, abg, args):
@@ -340,11 +342,18 @@ def main(argv=None) -> int:
         if not args.output:
             raise UsageError("--family needs --output FOLDER")
         phis = parse_phis(args.family)
-        return _family(base, phis, _coefficients(args), args)
+        abg, notes = _coefficients(args)
+        rc = _family(base, phis, abg, args)
+        for n in notes:
+            _note(n)
+        return rc
     if args.phi is None:
         raise UsageError("give --phi, --family, --published or --grid-search")
-    spec = _scale(base, args.phi, _coefficients(args), args)
+    abg, notes = _coefficients(args)
+    spec = _scale(base, args.phi, abg, args)
     _emit(spec, args.output)
+    for n in notes:
+        _note(n)
     return 0
 
 
