@@ -77,6 +77,7 @@ __all__ = [
     "iter_layers",
     "se_channels",
     "expanded_channels",
+    "round_filters",
 ]
 
 FORMAT = "nas-spec"
@@ -437,6 +438,22 @@ class Spec:
 def se_channels(in_channels: int, se_ratio: float) -> int:
     """SE squeeze width, relative to the *block input* width (the reference rule)."""
     return max(1, int(in_channels * se_ratio))
+
+
+def round_filters(channels: int, width: float, divisor: int = 8) -> int:
+    """Scale a width and round it to a multiple of ``divisor`` (the EfficientNet reference rule).
+
+    Nearest multiple, at least ``divisor``, and bumped up by one ``divisor`` if rounding
+    removed more than 10 % of the width.  Used by compound scaling and by search
+    spaces' filter multipliers, so both produce the same widths.
+    """
+    if width == 1.0:
+        return channels
+    v = channels * width
+    new = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    if new < 0.9 * v:  # rounding must not remove more than 10 % of the width
+        new += divisor
+    return int(new)
 
 
 def expanded_channels(in_channels: int, expand_ratio: float) -> int:

@@ -31,7 +31,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from nas.spec import Spec
+from nas.spec import Spec, round_filters
 
 __all__ = [
     "round_filters",
@@ -61,17 +61,6 @@ PAPER_COEFFICIENTS = (1.2, 1.1, 1.15)
 def constraint_value(alpha: float, beta: float, gamma: float) -> float:
     """alpha * beta^2 * gamma^2: the FLOPs multiplier per unit of phi (the paper constrains it to about 2)."""
     return alpha * beta ** 2 * gamma ** 2
-
-
-def round_filters(channels: int, width: float, divisor: int = 8) -> int:
-    """Scale a width and round it to a multiple of ``divisor`` (never down by more than 10 %)."""
-    if width == 1.0:
-        return channels
-    v = channels * width
-    new = max(divisor, int(v + divisor / 2) // divisor * divisor)
-    if new < 0.9 * v:  # rounding must not remove more than 10 % of the width
-        new += divisor
-    return int(new)
 
 
 def round_repeats(repeats: int, depth: float) -> int:

@@ -32,7 +32,7 @@ from functools import cached_property
 from typing import Any, Mapping
 
 from nas.presets import load_preset
-from nas.spec import Spec, Stage
+from nas.spec import Spec, Stage, round_filters
 
 __all__ = ["CHOICES", "MnasNetSpace", "ChoiceError"]
 
@@ -54,19 +54,6 @@ _OPS_INV = {v: k for k, v in _OPS.items()}
 class ChoiceError(ValueError):
     """A choice dict (or a spec to encode) is not a member of the space."""
 
-
-def _round_channels(channels: int, multiplier: float, divisor: int = 8) -> int:
-    # The same rule as scaling.compound.round_filters (the EfficientNet reference
-    # builder): nearest multiple of 8, never more than 10 % below the exact width.
-    # Kept local because search_spaces may import nas.* but not scaling.*; it
-    # should move into nas (see the report of issue 4).
-    if multiplier == 1.0:
-        return channels
-    v = channels * multiplier
-    new = max(divisor, int(v + divisor / 2) // divisor * divisor)
-    if new < 0.9 * v:
-        new += divisor
-    return int(new)
 
 
 @dataclass(frozen=True)
@@ -126,7 +113,7 @@ class MnasNetSpace:
             op, expand = _OPS[c[p + "op"]]
             stages.append(Stage(op=op, kernel=c[p + "kernel"], stride=st.stride, expand_ratio=expand,
                                 se_ratio=float(c[p + "se"]), skip=c[p + "skip"],
-                                out_channels=_round_channels(st.out_channels, c[p + "filters"]),
+                                out_channels=round_filters(st.out_channels, c[p + "filters"]),
                                 repeats=max(1, st.repeats + c[p + "layers"]),
                                 activation=st.activation, se_activation=st.se_activation))
         return self.base.replace(stages=tuple(stages), name=f"{self.name}-candidate",
@@ -155,7 +142,7 @@ class MnasNetSpace:
             if st.kernel not in CHOICES["kernel"] or st.se_ratio not in CHOICES["se"]:
                 raise ChoiceError(f"{where}: kernel {st.kernel} / se {st.se_ratio} is not a choice")
             mults = [m for m in sorted(CHOICES["filters"], key=lambda m: abs(m - 1.0))
-                     if _round_channels(b.out_channels, m) == st.out_channels]
+                     if round_filters(b.out_channels, m) == st.out_channels]
             if not mults:
                 raise ChoiceError(f"{where}: {st.out_channels} channels is not a filter choice for {b.out_channels}")
             deltas = [d for d in sorted(CHOICES["layers"], key=abs) if max(1, b.repeats + d) == st.repeats]

@@ -11,7 +11,7 @@ from nas.build import build_model
 from nas.cost import cost
 from nas.presets import load_preset
 from search_spaces import CHOICES, SPACES, ChoiceError, get_space
-from search_spaces.mnasnet import _round_channels
+from nas.spec import round_filters as _round_channels  # one rule for search spaces and scaling
 
 SPACE_NAMES = list(SPACES)
 
