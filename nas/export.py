@@ -35,7 +35,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
-from .spec import Spec
+from .spec import Spec, atomic_write_bytes
 
 __all__ = [
     "ExportError",
@@ -77,31 +77,6 @@ class WeightsError(ValueError):
     """The weights file is unreadable or does not fit the spec (bad input: exit 2)."""
 
 
-def _atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    """Like :func:`nas.spec.atomic_write_bytes`, but the file gets the usual permissions.
-
-    ``mkstemp`` creates its file 0600; an exported model is meant to be shared, so
-    apply ``0666 & ~umask`` as a plain ``open`` would (the rename keeps the mode).
-    """
-    p = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent if str(p.parent) else ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            os.fchmod(f.fileno(), 0o666 & ~_umask())
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
-    os.umask(mask)
-    return mask
 
 
 # ------------------------------------------------------------------ class names
@@ -450,7 +425,7 @@ def _check_generated(code: str, doc: str, class_name: str, rows: list[tuple], co
 def write_python(spec, path: str | os.PathLike, class_name: str | None = None) -> dict:
     """Write :func:`export_python`'s code to ``path`` atomically; returns a small report."""
     code = export_python(spec, class_name)
-    _atomic_write(path, code.encode("utf-8"))
+    atomic_write_bytes(path, code.encode("utf-8"))
     tree = ast.parse(code)
     name = [n.name for n in tree.body if isinstance(n, ast.ClassDef)][-1]
     return {"format": "py", "path": str(path), "class_name": name, "bytes": len(code.encode("utf-8"))}
@@ -710,7 +685,7 @@ def export_onnx(spec, path: str | os.PathLike, weights=None, resolution: int | N
         if diff > TOLERANCE:
             failures.append(f"{name}: onnxruntime differs from PyTorch by {diff:.3g} (> {TOLERANCE:g})")
             continue
-        _atomic_write(path, data)
+        atomic_write_bytes(path, data)
         used_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
         return {"format": "onnx", "path": str(path), "weights": source, "exporter": name, "opset": used_opset, "resolution": resolution,
                 "batch_sizes": list(VERIFY_BATCHES), "max_abs_diff": diff,
@@ -751,7 +726,7 @@ def export_torchscript(spec, path: str | os.PathLike, weights=None, resolution: 
     if diff > TOLERANCE:
         raise ExportError(f"TorchScript export failed, nothing written: reloaded module differs from PyTorch by "
                           f"{diff:.3g} (> {TOLERANCE:g})")
-    _atomic_write(path, data)
+    atomic_write_bytes(path, data)
     return {"format": "torchscript", "path": str(path), "weights": source, "method": method, "resolution": resolution,
             "batch_sizes": list(VERIFY_BATCHES), "max_abs_diff": diff,
             "max_abs_output": float(max(np.abs(r).max() for r in refs)), "bytes": len(data)}

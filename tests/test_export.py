@@ -455,7 +455,7 @@ def test_torchscript_export_reloads_and_matches(tmp_path):
     x = x_for(spec, batch=2, seed=4)
     with torch.no_grad():
         assert torch.allclose(loaded(x), model.eval()(x), atol=ex.TOLERANCE, rtol=0)
-    assert oct(path.stat().st_mode & 0o777) == oct(0o666 & ~ex._umask())
+    assert oct(path.stat().st_mode & 0o777) == oct(0o666 & ~_current_umask())
     assert no_temp_files(tmp_path)
 
 
@@ -583,3 +583,9 @@ def test_cli_failed_verification_exits_1_and_writes_nothing(tmp_path):
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 2 and all(ln.startswith("nas-export: error: ") and "nothing written" in ln for ln in lines)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask

@@ -18,7 +18,7 @@ from typing import Callable, NoReturn, Sequence
 
 from ..spec import SpecError
 
-__all__ = ["UsageError", "RuntimeFailure", "ArgumentParser", "command", "fail", "parse_quantity", "tune_allocator"]
+__all__ = ["UsageError", "RuntimeFailure", "ArgumentParser", "command", "fail", "parse_quantity", "positive_int", "tune_allocator"]
 
 
 class UsageError(Exception):
@@ -79,6 +79,21 @@ def command(prog: str) -> Callable[[Callable[[Sequence[str] | None], int | None]
         return main
 
     return wrap
+
+
+def positive_int(label: str):
+    """An argparse ``type=`` for integers >= 1 whose errors are usage errors naming ``label``."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise UsageError(f"{label} must be an integer, got {text!r}") from None
+        if v < 1:
+            raise UsageError(f"{label} must be >= 1, got {v}")
+        return v
+
+    return parse
 
 
 def parse_quantity(text: str, unit: str = "") -> float:

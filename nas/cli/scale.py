@@ -18,7 +18,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from . import ArgumentParser, RuntimeFailure, UsageError, command, parse_quantity
+from . import ArgumentParser, RuntimeFailure, UsageError, command, parse_quantity, positive_int
 from ..spec import MAX_RESOLUTION, atomic_write_text
 
 DEFAULT_BASE = "efficientnet-b0"
@@ -44,16 +44,6 @@ def _number(label: str, *, lo: float | None = None):
     return parse
 
 
-def _positive_int(label: str):
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise UsageError(f"{label}: not an integer: {text!r}") from None
-        if v < 1:
-            raise UsageError(f"{label} must be >= 1, got {v}")
-        return v
-    return parse
 
 
 def parse_phis(text: str) -> list[float]:
@@ -294,7 +284,7 @@ def main(argv=None) -> int:
     ap.add_argument("--resolution-rule", choices=("flops", "nearest"), default="flops",
                     help="flops: the resolution within 5%% of r*gamma^phi whose FLOPs are nearest the target "
                          "(default); nearest: plain rounding")
-    ap.add_argument("--resolution-divisor", type=_positive_int("--resolution-divisor"),
+    ap.add_argument("--resolution-divisor", type=positive_int("--resolution-divisor"),
                     help="resolution grid in px (default 4 for bases of 80 px and up, else 1)")
     g = ap.add_argument_group("grid search")
     g.add_argument("--data", default="sample", help="dataset source (default sample; e.g. fashion-mnist)")
@@ -304,14 +294,14 @@ def main(argv=None) -> int:
                    help="|alpha*beta^2*gamma^2 - 2| <= tolerance * 2 (default 0.1)")
     g.add_argument("--step", type=_number("--step"), default=0.05, help="grid step (default 0.05)")
     g.add_argument("--max-coef", type=_number("--max-coef", lo=1), default=1.4, help="largest coefficient (default 1.4)")
-    g.add_argument("--max-candidates", type=_positive_int("--max-candidates"),
+    g.add_argument("--max-candidates", type=positive_int("--max-candidates"),
                    help="train at most this many distinct architectures (deterministic even subsample)")
     g.add_argument("--storage", help="Optuna storage URL or journal file (default OUTPUT/grid.journal)")
-    g.add_argument("--limit-train", type=_positive_int("--limit-train"), help="train images per candidate")
-    g.add_argument("--limit-val", type=_positive_int("--limit-val"), help="held-out images per candidate")
-    g.add_argument("--batch-size", type=_positive_int("--batch-size"), default=64)
+    g.add_argument("--limit-train", type=positive_int("--limit-train"), help="train images per candidate")
+    g.add_argument("--limit-val", type=positive_int("--limit-val"), help="held-out images per candidate")
+    g.add_argument("--batch-size", type=positive_int("--batch-size"), default=64)
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--threads", type=_positive_int("--threads"), help="torch CPU threads")
+    g.add_argument("--threads", type=positive_int("--threads"), help="torch CPU threads")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     if args.max_params is not None and args.max_params < 1:

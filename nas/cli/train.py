@@ -15,23 +15,13 @@ import os
 import sys
 from pathlib import Path
 
-from . import ArgumentParser, RuntimeFailure, UsageError, command
+from . import ArgumentParser, RuntimeFailure, UsageError, command, positive_int
 from ..presets import load_spec
 from ..spec import MAX_RESOLUTION, atomic_write_bytes, atomic_write_text
 
 RECIPE_NAMES = ("efficientnet", "resnet")  # kept in sync with nas.train.RECIPES by a test (no torch import here)
 
 
-def _positive_int(name):
-    def parse(text):
-        try:
-            v = int(text)
-        except ValueError:
-            raise UsageError(f"{name} must be an integer, got {text!r}") from None
-        if v < 1:
-            raise UsageError(f"{name} must be >= 1, got {v}")
-        return v
-    return parse
 
 
 def _positive_float(name):
@@ -66,22 +56,22 @@ def main(argv=None) -> int:
                     help="sample (default, embedded), fashion-mnist, idx:DIR, folder:DIR or cifar:DIR")
     budget = ap.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=_positive_float("--epochs"), help="training epochs (default 1)")
-    budget.add_argument("--steps", type=_positive_int("--steps"), help="optimizer steps instead of epochs")
-    ap.add_argument("--resolution", type=_positive_int("--resolution"), default=32,
+    budget.add_argument("--steps", type=positive_int("--steps"), help="optimizer steps instead of epochs")
+    ap.add_argument("--resolution", type=positive_int("--resolution"), default=32,
                     help="training resolution in pixels (default 32)")
-    ap.add_argument("--test-resolution", type=_positive_int("--test-resolution"),
+    ap.add_argument("--test-resolution", type=positive_int("--test-resolution"),
                     help="evaluate at another resolution (FixRes effect; default: --resolution)")
-    ap.add_argument("--batch-size", type=_positive_int("--batch-size"), default=64, help="default 64")
+    ap.add_argument("--batch-size", type=positive_int("--batch-size"), default=64, help="default 64")
     ap.add_argument("--recipe", choices=RECIPE_NAMES, default="efficientnet", help="default efficientnet")
     ap.add_argument("--lr", type=_positive_float("--lr"), help="override the recipe's peak learning rate per 256 images")
     ap.add_argument("--seed", type=int, default=0, help="default 0")
-    ap.add_argument("--limit-train", type=_positive_int("--limit-train"), help="use only N training images")
-    ap.add_argument("--limit-val", type=_positive_int("--limit-val"), help="evaluate on only N held-out images")
+    ap.add_argument("--limit-train", type=positive_int("--limit-train"), help="use only N training images")
+    ap.add_argument("--limit-val", type=positive_int("--limit-val"), help="evaluate on only N held-out images")
     # Default 1 thread: on the 2-core reference machine B0 at 32 px trains at ~130-160
     # images/s with 1 thread and barely faster with 2 when idle, but with 2 threads
     # it fell to 13 images/s while other jobs shared the cores (spinning OpenMP
     # workers), against 127 with 1.  More threads pay off for large inputs.
-    ap.add_argument("--threads", type=_positive_int("--threads"), default=1,
+    ap.add_argument("--threads", type=positive_int("--threads"), default=1,
                     help="torch CPU threads (default 1; see nas-train --help)")
     ap.add_argument("--output", help="directory for metrics.json, weights.pt and spec.json")
     ap.add_argument("--json", action="store_true", help="print one JSON object on stdout")
