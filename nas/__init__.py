@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 
+from .cost import cost  # torch-free; bound eagerly so `nas.cost` is the function even after `import nas.cost`
 from .presets import load_preset, load_spec, preset_names
 from .spec import Spec, SpecError, Stage
 
@@ -20,7 +21,7 @@ __version__ = "0.1.0"
 __all__ = ["Spec", "Stage", "SpecError", "load_spec", "load_preset", "preset_names", "build_model", "cost",
            "__version__"]
 
-_LAZY = {"build_model": ("nas.build", "build_model"), "cost": ("nas.cost", "cost")}
+_LAZY = {"build_model": ("nas.build", "build_model")}
 
 
 def __getattr__(name):  # PEP 562: keep `import nas` free of torch

@@ -567,3 +567,11 @@ def test_saved_files_get_the_usual_permissions(tmp_path):
     mask = os.umask(0o022)
     os.umask(mask)
     assert (p.stat().st_mode & 0o777) == (0o666 & ~mask)
+
+
+def test_nas_cost_stays_the_function_after_the_module_is_imported():
+    import importlib
+    import nas
+    importlib.import_module("nas.cost")
+    import nas.cost  # noqa: F401  (binds nothing new: the package keeps the function)
+    assert callable(nas.cost) and nas.cost("mobilenet-v2").params == 3_504_872  # torchvision mobilenet_v2
