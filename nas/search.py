@@ -36,7 +36,7 @@ from .reward import IdentityMap, ProxyMap, Reward
 from .spec import Spec, atomic_write_bytes, atomic_write_text
 
 __all__ = ["SearchConfig", "SearchResult", "TrialFailed", "make_objective", "open_study", "recover_stale_trials",
-           "run_search", "write_outputs", "reference_specs", "DEFAULT_BUDGET", "TRAIN_BUDGET", "JOURNAL_NAME"]
+           "run_search", "run_trial", "write_outputs", "reference_specs", "DEFAULT_BUDGET", "TRAIN_BUDGET", "JOURNAL_NAME"]
 
 DEFAULT_BUDGET = 200  # trials; with proxy:synflow at 1 thread about 2-3 minutes on 2 cores (results/search/README.md)
 TRAIN_BUDGET = 30  # the CLI default with the training estimator: ~6.5 minutes on 2 cores (results/search/default)
@@ -345,6 +345,36 @@ class _GracefulStop:
             self._old = None
 
 
+def run_trial(study, trial, objective, n_params: int) -> str:
+    """Estimate one asked trial and tell the study: ``"complete"``, ``"pruned"`` or ``"failed"``.
+
+    A failing trial is recorded with a one-line ``reason`` and the caller goes on.
+    A KeyboardInterrupt fails the trial, queues its parameters again (when it got
+    all ``n_params`` of them) and propagates, so an interrupted trial is never lost.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    try:
+        values = objective(trial)
+    except optuna.TrialPruned:
+        study.tell(trial, state=TrialState.PRUNED)
+        return "pruned"
+    except KeyboardInterrupt:
+        trial.set_user_attr("reason", "interrupted")
+        study.tell(trial, state=TrialState.FAIL)
+        if len(trial.params) == n_params:
+            study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number})
+        raise
+    except Exception as e:  # a failing trial is recorded and the search goes on
+        if "reason" not in trial.user_attrs:
+            trial.set_user_attr("reason", f"{type(e).__name__}: {e}".splitlines()[0][:500])
+        study.tell(trial, state=TrialState.FAIL)
+        return "failed"
+    study.tell(trial, values)
+    return "complete"
+
+
 def run_search(cfg: SearchConfig, *, output: str | Path | None = None, progress: bool = False, estimator=None,
                dataset=None, log: Callable[[str], None] | None = None) -> SearchResult:
     """Run (or resume) the search described by ``cfg``; returns the result, writes only the study.
@@ -437,25 +467,9 @@ def run_search(cfg: SearchConfig, *, output: str | Path | None = None, progress:
                 stopped = f"stopped after {attempts} failed or pruned attempts"
                 break
             trial = study.ask()
-            try:
-                values = objective(trial)
-            except optuna.TrialPruned:
-                study.tell(trial, state=TrialState.PRUNED)
+            if run_trial(study, trial, objective, len(space.param_names)) != "complete":
                 attempts += 1
                 continue
-            except KeyboardInterrupt:
-                trial.set_user_attr("reason", "interrupted")
-                study.tell(trial, state=TrialState.FAIL)
-                if len(trial.params) == len(space.param_names):
-                    study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number})
-                raise
-            except Exception as e:  # a failing trial is recorded and the search goes on
-                if "reason" not in trial.user_attrs:
-                    trial.set_user_attr("reason", f"{type(e).__name__}: {e}".splitlines()[0][:500])
-                study.tell(trial, state=TrialState.FAIL)
-                attempts += 1
-                continue
-            study.tell(trial, values)
             done += 1
             r = trial.user_attrs.get("reward")
             if r is not None and (best_reward is None or r > best_reward):

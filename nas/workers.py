@@ -184,7 +184,7 @@ def _worker_main(cfg_dict: dict, storage: str, study_name: str, index: int, lock
 
     from .latency import LatencyMeter
     from .samplers import MULTI_OBJECTIVE, make_sampler
-    from .search import make_cost_fn, make_objective, open_study
+    from .search import make_cost_fn, make_objective, open_study, run_trial
 
     torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -241,23 +241,10 @@ def _worker_main(cfg_dict: dict, storage: str, study_name: str, index: int, lock
                 time.sleep(WORKER_POLL_S)
                 continue
             try:
-                values = objective(trial)
-            except optuna.TrialPruned:
-                study.tell(trial, state=TrialState.PRUNED)
-                continue
+                if run_trial(study, trial, objective, len(space.param_names)) == "complete":
+                    n_done += 1
             except KeyboardInterrupt:
-                trial.set_user_attr("reason", "interrupted")
-                study.tell(trial, state=TrialState.FAIL)
-                if len(trial.params) == len(space.param_names):
-                    study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number})
                 return ("interrupted", index, n_done)
-            except Exception as e:  # a failing trial is recorded and the search goes on
-                if "reason" not in trial.user_attrs:
-                    trial.set_user_attr("reason", f"{type(e).__name__}: {e}".splitlines()[0][:500])
-                study.tell(trial, state=TrialState.FAIL)
-                continue
-            study.tell(trial, values)
-            n_done += 1
     except KeyboardInterrupt:
         return ("interrupted", index, 0)
     except Exception as e:  # report to the parent in one line; the parent decides the exit status
