@@ -165,23 +165,6 @@ def _searcher_class():
     return NasOptunaSearch
 
 
-def _known(study) -> dict:
-    """fingerprint -> {"score"} or {"reason"}: what any earlier trial learned (failures fail at once)."""
-    from optuna.trial import TrialState
-
-    memo: dict = {}
-    for t in study.get_trials(deepcopy=False):
-        fp = t.user_attrs.get("fingerprint")
-        if not fp:
-            continue
-        if t.state == TrialState.COMPLETE and "score" in t.user_attrs:
-            memo[fp] = {"score": t.user_attrs["score"]}
-        elif (t.state == TrialState.FAIL and t.user_attrs.get("reason")
-              and not str(t.user_attrs["reason"]).startswith(("stale", "interrupted", "ray:"))):
-            memo.setdefault(fp, {"reason": t.user_attrs["reason"]})
-    return memo
-
-
 def run_ray(cfg: SearchConfig, *, workers: int | None = None, address: str | None = None, cpus_per_trial: float = 1.0,
             output: str | Path | None = None, dataset=None, estimator_factory: str | None = None,
             threads: int | None = None, log: Callable[[str], None] | None = None) -> SearchResult:
@@ -198,7 +181,7 @@ def run_ray(cfg: SearchConfig, *, workers: int | None = None, address: str | Non
     import optuna
     from optuna.trial import TrialState
 
-    from .search import open_study, run_search
+    from .search import memo_from_study, open_study, run_search
     from .workers import _accuracy_map, _estimator_options, _load_factory, repair_journal
 
     if workers is not None and workers < 1:
@@ -281,7 +264,7 @@ def run_ray(cfg: SearchConfig, *, workers: int | None = None, address: str | Non
                 scheduler = ASHAScheduler(metric="reward", mode="max", max_t=int(math.ceil(cfg.epochs)) + 1,
                                           grace_period=1, reduction_factor=2)
             ctx = {"key": key, "config": asdict(cfg), "threads": threads, "multi": multi,
-                   "accuracy_map": acc_map, "known": _known(study), "estimator_factory": estimator_factory}
+                   "accuracy_map": acc_map, "known": memo_from_study(study), "estimator_factory": estimator_factory}
             trainable = tune.with_resources(tune.with_parameters(_trial_fn, ctx=ctx), {"cpu": cpus_per_trial})
             tuner = tune.Tuner(
                 trainable,

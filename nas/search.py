@@ -217,7 +217,13 @@ def recover_stale_trials(study) -> int:
     return n
 
 
-def _memo_from_study(study) -> dict:
+#: Failure reasons that say nothing about the architecture (the process or the cluster stopped).
+TRANSIENT_FAILURES = ("stale", "interrupted", "ray:")
+
+
+def memo_from_study(study) -> dict:
+    """fingerprint -> {"score"} or {"reason"}: what earlier trials learned, so a known
+    architecture is not estimated again and a known failure fails at once."""
     from optuna.trial import TrialState
 
     memo: dict = {}
@@ -227,8 +233,8 @@ def _memo_from_study(study) -> dict:
             continue
         if t.state == TrialState.COMPLETE and "score" in t.user_attrs:
             memo[fp] = {"score": t.user_attrs["score"]}
-        elif t.state == TrialState.FAIL and "reason" in t.user_attrs and not str(t.user_attrs["reason"]).startswith(
-                ("stale", "interrupted")):
+        elif (t.state == TrialState.FAIL and t.user_attrs.get("reason")
+              and not str(t.user_attrs["reason"]).startswith(TRANSIENT_FAILURES)):
             memo.setdefault(fp, {"reason": t.user_attrs["reason"]})
     return memo
 
@@ -438,7 +444,7 @@ def run_search(cfg: SearchConfig, *, output: str | Path | None = None, progress:
         except ValueError:
             pass  # another skeleton: B0 is not a member
 
-    memo = _memo_from_study(study)
+    memo = memo_from_study(study)
     objective = make_objective(space, estimator, reward, acc_map, cost_fn, multi_objective=multi, memo=memo)
 
     def n_complete() -> int:

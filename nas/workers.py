@@ -184,7 +184,7 @@ def _worker_main(cfg_dict: dict, storage: str, study_name: str, index: int, lock
 
     from .latency import LatencyMeter
     from .samplers import MULTI_OBJECTIVE, make_sampler
-    from .search import make_cost_fn, make_objective, open_study, run_trial
+    from .search import TRANSIENT_FAILURES, make_cost_fn, make_objective, open_study, run_trial
 
     torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -235,7 +235,7 @@ def _worker_main(cfg_dict: dict, storage: str, study_name: str, index: int, lock
                     for t in trials:
                         fp, reason = t.user_attrs.get("fingerprint"), t.user_attrs.get("reason")
                         if (t.state == TrialState.FAIL and fp and reason and fp not in memo
-                                and not str(reason).startswith(("stale", "interrupted"))):
+                                and not str(reason).startswith(TRANSIENT_FAILURES)):
                             memo[fp] = {"reason": reason}
             if trial is None:  # every remaining slot is held by a running trial: one may still fail
                 time.sleep(WORKER_POLL_S)
