@@ -35,13 +35,8 @@ def tiny_spec(activation="swish", skip="identity", in_channels=3, name="tiny") -
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny nets gain nothing from intra-op threads, and on a shared 2-core machine
-    # spinning OpenMP workers make these tests several times slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_torch_thread):
     yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

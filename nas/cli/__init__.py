@@ -18,7 +18,7 @@ from typing import Callable, NoReturn, Sequence
 
 from ..spec import SpecError
 
-__all__ = ["UsageError", "RuntimeFailure", "ArgumentParser", "command", "fail", "parse_quantity", "positive_int", "tune_allocator"]
+__all__ = ["UsageError", "RuntimeFailure", "ArgumentParser", "command", "fail", "parse_quantity", "positive_int", "tune_allocator", "load_data"]
 
 
 class UsageError(Exception):
@@ -130,3 +130,16 @@ def tune_allocator() -> None:
         libc.mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD: never give freed heap back
     except (OSError, AttributeError):
         pass
+
+
+def load_data(source: str, seed: int = 0):
+    """``nas.data.load_dataset`` for a command: a malformed ``--data`` string is a usage
+    error (exit 2); missing, unreadable or corrupt data a runtime one (exit 1)."""
+    from ..data import DataError, load_dataset
+
+    try:
+        return load_dataset(source, seed=seed)
+    except DataError as e:
+        if str(e).startswith("unknown data source") or "needs a directory" in str(e):
+            raise UsageError(str(e)) from None
+        raise RuntimeFailure(str(e)) from None

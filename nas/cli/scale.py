@@ -18,7 +18,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from . import ArgumentParser, RuntimeFailure, UsageError, command, parse_quantity, positive_int
+from . import ArgumentParser, RuntimeFailure, UsageError, command, load_data, parse_quantity, positive_int
 from ..spec import MAX_RESOLUTION, atomic_write_text
 
 DEFAULT_BASE = "efficientnet-b0"
@@ -215,17 +215,11 @@ def _grid(base, args, argv) -> int:
 
     import torch
 
-    from ..data import DataError, load_dataset
     from ..train import train_and_evaluate
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        data = load_dataset(args.data, seed=args.seed)
-    except DataError as e:
-        if str(e).startswith("unknown data source") or "needs a directory" in str(e):
-            raise UsageError(str(e)) from None
-        raise RuntimeFailure(str(e)) from None
+    data = load_data(args.data, seed=args.seed)
     budget = {"data": args.data, "epochs": args.epochs, "batch_size": args.batch_size, "limit_train": args.limit_train,
               "limit_val": args.limit_val, "seed": args.seed, "recipe": "efficientnet"}
 

@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import ArgumentParser, RuntimeFailure, UsageError, command, positive_int
+from . import ArgumentParser, RuntimeFailure, UsageError, command, load_data, positive_int
 from ..presets import load_spec
 from ..spec import MAX_RESOLUTION, atomic_write_bytes, atomic_write_text
 
@@ -102,14 +102,7 @@ def main(argv=None) -> int:
             raise UsageError(f"--{name.replace('_', '-')} {v} is too small for this network's strides (total stride "
                              f"{total_stride(spec)}); use at least {min_resolution(spec)}")
 
-    from ..data import DataError, load_dataset
-    try:
-        data = load_dataset(args.data, seed=args.seed)
-    except DataError as e:
-        # a malformed --data string is a usage error; unreadable or missing data a runtime one
-        if str(e).startswith("unknown data source") or "needs a directory" in str(e):
-            raise UsageError(str(e)) from None
-        raise RuntimeFailure(str(e)) from None
+    data = load_data(args.data, seed=args.seed)
     if data.num_train < 2:
         raise RuntimeFailure(f"{args.data}: the train split has {data.num_train} image(s); training needs at least 2")
     if data.num_val == 0:
