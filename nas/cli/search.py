@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import ArgumentParser, RuntimeFailure, UsageError, command, parse_quantity
+from . import ArgumentParser, RuntimeFailure, UsageError, command, load_data, parse_quantity
 
 STRATEGY_NAMES = ("tpe", "random", "nsga2", "evolution", "rl")  # checked against nas.samplers.STRATEGIES in tests
 
@@ -172,12 +172,7 @@ def _run_scaled(cfg, output, progress, dataset, scale: dict, threads: int):
 def main(argv=None) -> int:
     cfg, output, progress, threads = parse_config(argv)
     scale = parse_scale_out(argv, cfg)
-    from ..data import DataError, load_dataset
-
-    try:
-        dataset = load_dataset(cfg.data, seed=cfg.seed)
-    except DataError as e:
-        raise UsageError(f"--data {cfg.data}: {e}") from None
+    dataset = load_data(cfg.data, seed=cfg.seed)
     import torch
 
     # One thread by default: on this shared 2-core machine two threads were 5-10x
