@@ -54,6 +54,12 @@ __all__ = ["Recipe", "RECIPES", "SCHEDULES", "TrainResult", "train_and_evaluate"
            "total_stride", "recalibrate_bn"]
 
 
+# Channels-last (NHWC) activations and weights: oneDNN's convolutions run without
+# layout reorders, measured 1.2-1.3x faster training steps on this CPU
+# (results/evaluation/train_benchmark.md); results equal the contiguous format's
+# up to float rounding.  The model is handed back contiguous.
+MEMORY_FORMAT = torch.channels_last
+
 # ---------------------------------------------------------------- recipes
 
 
@@ -62,7 +68,7 @@ class Recipe:
     """Training hyperparameters.  ``lr`` is the peak rate per 256 images (scaled linearly with batch size)."""
 
     name: str
-    optimizer: str  # "rmsprop" | "sgd"
+    optimizer: str  # "rmsprop" | "sgd" | "adamw"
     lr: float
     momentum: float = 0.9
     weight_decay: float = 0.0
@@ -136,6 +142,16 @@ RECIPES: dict[str, Recipe] = {
     # 0.05 -> 0.29, 0.1 -> 0.37, 0.2 -> 0.30, 0.4 -> 0.21.
     "resnet": Recipe(name="resnet", optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4,
                      label_smoothing=0.0, warmup=0.05, schedule="step"),
+    # A short-budget recipe (not from a paper): AdamW, 0.012 per 256 images (3e-3
+    # at batch 64), weight decay 0.05, label smoothing 0.1, cosine after 10%
+    # warm-up.  Adaptive steps tolerate nets of very different depth and width
+    # with one rate.  Same network sizes, the 3000-image sample, 16 px, 1 epoch
+    # (46 steps), seed 0, B0 at filters x0.75/layers -1, x1/0, x1.25/+1:
+    #   efficientnet 0.645 / 0.249 / 0.182;  adamw 0.003 per 256: 0.709 / 0.570 /
+    #   0.454;  adamw 0.012: 0.692 / 0.643 / 0.578;  SGD Nesterov 0.4: 0.593 /
+    #   0.478 / 0.211.
+    "adamw": Recipe(name="adamw", optimizer="adamw", lr=0.012, momentum=0.9, weight_decay=0.05,
+                    label_smoothing=0.1, warmup=0.1, schedule="cosine"),
 }
 
 
@@ -158,7 +174,9 @@ def _make_optimizer(recipe: Recipe, model: nn.Module, lr: float) -> torch.optim.
         return opt
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=recipe.momentum, nesterov=recipe.nesterov)
-    raise ValueError(f"unknown optimizer {recipe.optimizer!r} (use rmsprop or sgd)")
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=(recipe.momentum, 0.999))
+    raise ValueError(f"unknown optimizer {recipe.optimizer!r} (use rmsprop, sgd or adamw)")
 
 
 # ---------------------------------------------------------------- result
@@ -244,7 +262,7 @@ def recalibrate_bn(model: nn.Module, batches) -> None:
     try:
         with torch.no_grad():
             for x, _ in batches:
-                model(x)
+                model(x.contiguous(memory_format=MEMORY_FORMAT))
     finally:
         for m, mom in zip(bns, saved):
             m.momentum = mom
@@ -257,7 +275,7 @@ def evaluate(model: nn.Module, loader) -> tuple[float, float]:
     correct, total, loss_sum = 0, 0, 0.0
     with torch.no_grad():
         for x, y in loader:
-            out = model(x)
+            out = model(x.contiguous(memory_format=MEMORY_FORMAT))
             loss_sum += float(nn.functional.cross_entropy(out, y, reduction="sum"))
             correct += int((out.argmax(1) == y).sum())
             total += int(y.shape[0])
@@ -348,6 +366,7 @@ def train_and_evaluate(spec: Spec, dataset, *, epochs: float = 1, steps: int | N
         try:
             model = build_model(spec)
             _init_classifier(model)
+            model = model.to(memory_format=MEMORY_FORMAT)
             peak = rec.peak_lr(batch_size)
             opt = _make_optimizer(rec, model, peak)
             criterion = nn.CrossEntropyLoss(label_smoothing=rec.label_smoothing)
@@ -366,7 +385,7 @@ def train_and_evaluate(spec: Spec, dataset, *, epochs: float = 1, steps: int | N
                     f = rec.lr_factor(step, total_steps)
                     for g in opt.param_groups:
                         g["lr"] = peak * f
-                    out = model(x)
+                    out = model(x.contiguous(memory_format=MEMORY_FORMAT))
                     loss = criterion(out, y)
                     value = float(loss.detach())
                     if not math.isfinite(value):
@@ -419,7 +438,7 @@ def train_and_evaluate(spec: Spec, dataset, *, epochs: float = 1, steps: int | N
     result.seconds = time.perf_counter() - t_start
     result.images_per_second = images / train_seconds if train_seconds > 0 else 0.0
     if return_model:
-        result.model = model
+        result.model = model.to(memory_format=torch.contiguous_format) if model is not None else None
     return result
 
 

@@ -170,6 +170,23 @@ def test_classifier_sized_to_data_and_channels_adapted(data):
     assert isinstance(r.model, nn.Module) and not r.model.training
 
 
+def test_trains_channels_last_and_hands_the_model_back_contiguous(data, monkeypatch):
+    seen = []
+    real = train_mod.build_model
+
+    def spy(spec):
+        model = real(spec)
+        model.register_forward_pre_hook(lambda m, args: seen.append(
+            args[0].is_contiguous(memory_format=torch.channels_last) and m.stem[0].weight.is_contiguous(
+                memory_format=torch.channels_last)))
+        return model
+
+    monkeypatch.setattr(train_mod, "build_model", spy)
+    r = run(tiny_spec(), data, steps=2, return_model=True)
+    assert seen and all(seen)  # every training and evaluation forward ran in NHWC
+    assert all(p.is_contiguous() for p in r.model.parameters())  # weights.pt holds standard tensors
+
+
 def test_test_resolution(data):
     r = run(tiny_spec(), data, steps=3, test_resolution=24)
     assert (r.resolution, r.test_resolution) == (16, 24)
@@ -188,12 +205,14 @@ def test_recipe_objects_and_overrides(data):
     r = run(tiny_spec(), data, steps=3, recipe=custom)
     assert not r.failed
     with pytest.raises(ValueError, match="unknown recipe"):
-        run(tiny_spec(), data, steps=1, recipe="adamw")
+        run(tiny_spec(), data, steps=1, recipe="lamb")
 
 
 def test_recipes_match_the_brief():
-    e, s = RECIPES["efficientnet"], RECIPES["resnet"]
+    e, s, a = RECIPES["efficientnet"], RECIPES["resnet"], RECIPES["adamw"]
     assert (e.optimizer, e.rmsprop_alpha, e.momentum, e.label_smoothing, e.weight_decay) == ("rmsprop", 0.9, 0.9, 0.1, 1e-5)
+    assert (a.optimizer, a.lr, a.weight_decay, a.label_smoothing, a.warmup, a.schedule) == \
+        ("adamw", 0.012, 0.05, 0.1, 0.1, "cosine")
     assert (s.optimizer, s.momentum, s.nesterov, s.label_smoothing, s.weight_decay, s.schedule) == \
         ("sgd", 0.9, False, 0.0, 1e-4, "step")
     assert all(dataclasses.is_dataclass(r) and r.__dataclass_params__.frozen for r in RECIPES.values())

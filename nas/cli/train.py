@@ -19,7 +19,7 @@ from . import ArgumentParser, RuntimeFailure, UsageError, command, load_data, po
 from ..presets import load_spec
 from ..spec import MAX_RESOLUTION, atomic_write_bytes, atomic_write_text
 
-RECIPE_NAMES = ("efficientnet", "resnet")  # kept in sync with nas.train.RECIPES by a test (no torch import here)
+RECIPE_NAMES = ("efficientnet", "resnet", "adamw")  # kept in sync with nas.train.RECIPES by a test (no torch import here)
 
 
 
