@@ -187,6 +187,26 @@ def test_training_estimator_is_registered_with_every_proxy():
     assert set(ESTIMATORS) == {f"proxy:{p}" for p in PROXIES} | {"train"}
 
 
+def test_training_estimator_uses_the_short_budget_recipe_and_records_it(monkeypatch):
+    import nas.train
+    from nas.data import load_dataset
+    from nas.estimators import TRAIN_RECIPE, make_estimator
+
+    seen = {}
+
+    def fake_train(spec, dataset, **kw):
+        seen.update(kw)
+        return nas.train.TrainResult(accuracy=0.5, loss=1.0, epochs=1.0, steps=1, seconds=0.0,
+                                     images_per_second=0.0, resolution=16, test_resolution=16, recipe=kw["recipe"],
+                                     seed=0, num_classes=10)
+
+    monkeypatch.setattr(nas.train, "train_and_evaluate", fake_train)
+    est = make_estimator("train", load_dataset("sample"))
+    assert TRAIN_RECIPE == "adamw" and est.describe()["recipe"] == "adamw"
+    assert est(load_preset("efficientnet-b0")).score == 0.5 and seen["recipe"] == "adamw"
+    assert make_estimator("train", load_dataset("sample"), recipe="resnet").describe()["recipe"] == "resnet"
+
+
 # ---------------------------------------------------------------- the command
 
 
