@@ -62,6 +62,7 @@ class SearchConfig:
     estimator: str = "proxy:synflow"
     data: str = "sample"
     epochs: float = 1
+    recipe: str | None = None  # training estimator: None = nas.estimators.TRAIN_RECIPE
     resolution: int | None = None
     space: str = "mnasnet-b0"
     storage: str | None = None  # None: a journal file in the output folder
@@ -246,8 +247,11 @@ def _make_dataset(cfg: SearchConfig):
 
 
 def _estimator_options(cfg: SearchConfig) -> dict:
-    return {"resolution": cfg.resolution, "epochs": cfg.epochs, "seed": cfg.seed, "limit_train": cfg.limit_train,
-            "limit_val": cfg.limit_val}
+    options = {"resolution": cfg.resolution, "epochs": cfg.epochs, "seed": cfg.seed, "limit_train": cfg.limit_train,
+               "limit_val": cfg.limit_val}
+    if cfg.recipe is not None:
+        options["recipe"] = cfg.recipe
+    return options
 
 
 def _evaluate_references(study, space, estimator, cost_fn, n_calibration: int) -> tuple[dict, list]:

@@ -96,6 +96,7 @@ CASES = [
     ("search-unknown-space", "search", T + ["--space", "nasbench"] + S, 2),
     ("search-constraint", "search", T + ["--constraint", "medium"] + S, 2),
     ("search-w-infinite", "search", T + ["--w", "inf"] + S, 2),
+    ("search-unknown-recipe", "search", T + ["--recipe", "sgd9000"] + S, 2),
     ("search-epochs-zero", "search", T + ["--epochs", "0"] + S, 2),
     ("search-resolution-absurd", "search", T + ["--resolution", "100000"] + S, 2),
     ("search-storage-not-a-url", "search", T + ["--storage", "study.db"] + S, 2),

@@ -305,3 +305,22 @@ def test_cli_defaults_follow_the_proxy_study(tmp_path):
     assert make_estimator(cfg.estimator, None).resolution == TRAIN_RESOLUTION == 16
     cfg, *_ = parse_config(["--target-flops", "400M", "--evaluator", "proxy", "--output", str(tmp_path / "b")])
     assert (cfg.estimator, cfg.budget) == ("proxy:synflow", DEFAULT_BUDGET)
+
+
+def test_cli_recipe_reaches_the_training_estimator(tmp_path):
+    from nas.cli.search import parse_config
+    from nas.search import _estimator_options
+
+    cfg, *_ = parse_config(["--target-flops", "400M", "--output", str(tmp_path / "a")])
+    assert cfg.recipe is None and "recipe" not in _estimator_options(cfg)  # the estimator's own default
+    cfg, *_ = parse_config(["--target-flops", "400M", "--recipe", "efficientnet", "--output", str(tmp_path / "b")])
+    assert _estimator_options(cfg)["recipe"] == "efficientnet"
+    assert make_estimator_from(cfg).describe()["recipe"] == "efficientnet"
+
+
+def make_estimator_from(cfg):
+    from nas.data import load_dataset
+    from nas.estimators import make_estimator
+    from nas.search import _estimator_options
+
+    return make_estimator(cfg.estimator, load_dataset(cfg.data), **_estimator_options(cfg))

@@ -332,5 +332,5 @@ def test_cli_empty_folder_dataset(tmp_path):
 
 
 def test_cli_recipe_names_match_the_registry():
-    from nas.cli.train import RECIPE_NAMES
+    from nas.cli import RECIPE_NAMES
     assert tuple(sorted(RECIPE_NAMES)) == tuple(sorted(RECIPES))

@@ -114,6 +114,9 @@ def parse_quantity(text: str, unit: str = "") -> float:
     return value
 
 
+RECIPE_NAMES = ("efficientnet", "resnet", "adamw")  # nas.train.RECIPES, kept in sync by a test (no torch import here)
+
+
 def tune_allocator() -> None:
     """Keep freed memory inside glibc's allocator instead of returning it to the kernel.
 

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import ArgumentParser, RuntimeFailure, UsageError, command, load_data, parse_quantity
+from . import RECIPE_NAMES, ArgumentParser, RuntimeFailure, UsageError, command, load_data, parse_quantity
 
 STRATEGY_NAMES = ("tpe", "random", "nsga2", "evolution", "rl")  # checked against nas.samplers.STRATEGIES in tests
 
@@ -35,6 +35,8 @@ def _parser() -> ArgumentParser:
     ap.add_argument("--evaluator", default=None, help="train (default: 1 epoch at 16 px) or proxy[:NAME] (proxy = proxy:synflow)")
     ap.add_argument("--data", default="sample", help="dataset for the estimator (default: the embedded sample)")
     ap.add_argument("--epochs", type=float, default=1, help="training epochs per trial (--evaluator train)")
+    ap.add_argument("--recipe", choices=RECIPE_NAMES, default=None,
+                    help="training recipe per trial (--evaluator train; default adamw, see nas-train)")
     ap.add_argument("--limit-train", type=int, help="train on at most N images per epoch (--evaluator train)")
     ap.add_argument("--limit-val", type=int, help="evaluate on at most N held-out images (--evaluator train)")
     ap.add_argument("--resolution", type=int, help="estimator resolution (default: train 16, proxy 32)")
@@ -120,7 +122,7 @@ def parse_config(argv):
     output = Path(args.output or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-{args.strategy}-s{args.seed}")
     _check_writable(output)
     cfg = SearchConfig(target=target, metric=metric, constraint=args.constraint, w=args.w, strategy=args.strategy,
-                       budget=args.budget, seed=args.seed, estimator=est, data=args.data, epochs=args.epochs,
+                       budget=args.budget, seed=args.seed, estimator=est, data=args.data, epochs=args.epochs, recipe=args.recipe,
                        resolution=args.resolution, space=args.space, storage=args.storage,
                        study_name=args.study_name, output=str(output), limit_train=args.limit_train,
                        limit_val=args.limit_val)

@@ -15,11 +15,10 @@ import os
 import sys
 from pathlib import Path
 
-from . import ArgumentParser, RuntimeFailure, UsageError, command, load_data, positive_int
+from . import RECIPE_NAMES, ArgumentParser, RuntimeFailure, UsageError, command, load_data, positive_int
 from ..presets import load_spec
 from ..spec import MAX_RESOLUTION, atomic_write_bytes, atomic_write_text
 
-RECIPE_NAMES = ("efficientnet", "resnet", "adamw")  # kept in sync with nas.train.RECIPES by a test (no torch import here)
 
 
 
