@@ -23,7 +23,6 @@ instead (the full MnasNet space: also regular convs and pooling skips).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import random
@@ -36,6 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _rows import config_key, finished_rows  # noqa: E402
 from nas.presets import load_preset  # noqa: E402
 from nas.spec import Spec, atomic_write_bytes, atomic_write_text  # noqa: E402
 from scaling.compound import round_filters  # noqa: E402
@@ -160,17 +160,9 @@ def main(argv=None) -> int:
     specs = sample_specs(args.n, args.seed, args.space)
     config = {k: getattr(args, k) for k in ("n", "data", "train_images", "val_images", "resolution", "epochs",
                                             "batch_size", "proxy_batch", "recipe", "space", "seed", "threads")}
-    key = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+    key = config_key(config)
     rows_path = out / "proxy_study_rows.jsonl"
-    done: dict[tuple[int, int], dict] = {}
-    if rows_path.exists():
-        for line in rows_path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if row.get("config") == key:
-                done[(row["index"], row["seed"])] = row
+    done = finished_rows(rows_path, key)
     jobs = [(i, s.to_json(None), args.seed, True) for i, s in enumerate(specs)]
     jobs += [(i, specs[i].to_json(None), args.seed + 1, False) for i in range(min(args.noise_repeats, len(specs)))]
     todo = [j for j in jobs if (j[0], j[2]) not in done]
