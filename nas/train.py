@@ -55,9 +55,10 @@ __all__ = ["Recipe", "RECIPES", "SCHEDULES", "TrainResult", "train_and_evaluate"
 
 
 # Channels-last (NHWC) activations and weights: oneDNN's convolutions run without
-# layout reorders, measured 1.2-1.3x faster training steps on this CPU
-# (results/evaluation/train_benchmark.md); results equal the contiguous format's
-# up to float rounding.  The model is handed back contiguous.
+# layout reorders; B0's training step measured 1.05-1.25x the contiguous format's
+# speed on a 2-core CPU (results/evaluation/train_benchmark.md).  Results equal
+# the contiguous format's up to float rounding, which a one-epoch run amplifies.
+# The model is handed back contiguous.
 MEMORY_FORMAT = torch.channels_last
 
 # ---------------------------------------------------------------- recipes
