@@ -50,15 +50,10 @@ def noop():
 
 
 def _time_local(cfg, workers, out, factory=None, dataset=None):
-    from nas.search import run_search
+    from nas.search import estimator_for, run_search
     from nas.workers import run_workers
 
-    est = noop() if factory else None
-    if est is None:
-        from nas.estimators import make_estimator
-        from nas.workers import _estimator_options
-
-        est = make_estimator(cfg.estimator, dataset, **_estimator_options(cfg))
+    est = noop() if factory else estimator_for(cfg, dataset)
     run_search(replace(cfg, budget=0), output=out, estimator=est)  # set-up, untimed
     t0 = time.perf_counter()
     if workers == 1:
@@ -74,14 +69,9 @@ def _time_ray(cfg, workers, out, factory=None, dataset=None):
     import ray
 
     from nas.ray_backend import run_ray
-    from nas.search import run_search
+    from nas.search import estimator_for, run_search
 
-    est = noop() if factory else None
-    if est is None:
-        from nas.estimators import make_estimator
-        from nas.workers import _estimator_options
-
-        est = make_estimator(cfg.estimator, dataset, **_estimator_options(cfg))
+    est = noop() if factory else estimator_for(cfg, dataset)
     run_search(replace(cfg, budget=0), output=out, estimator=est)
     tmp = tempfile.mkdtemp(prefix="bench-ray-")
     t0 = time.perf_counter()

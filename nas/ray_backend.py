@@ -71,11 +71,9 @@ def _pieces(ctx: dict):
 
             estimator = _load_factory(ctx["estimator_factory"])()
         else:
-            from .data import load_dataset
-            from .estimators import make_estimator
-            from .workers import _estimator_options
+            from .search import estimator_for
 
-            estimator = make_estimator(cfg.estimator, load_dataset(cfg.data, seed=cfg.seed), **_estimator_options(cfg))
+            estimator = estimator_for(cfg)
         cost_fn = make_cost_fn(cfg.metric, LatencyMeter(threads=cfg.latency_threads))
         _CACHE.clear()
         _CACHE[key] = (cfg, estimator, get_space(cfg.space), cfg.reward(), cost_fn, {})
@@ -182,7 +180,7 @@ def run_ray(cfg: SearchConfig, *, workers: int | None = None, address: str | Non
     from optuna.trial import TrialState
 
     from .search import memo_from_study, open_study, run_search
-    from .workers import _accuracy_map, _estimator_options, _load_factory, repair_journal
+    from .workers import _accuracy_map, _load_factory, repair_journal
 
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
@@ -197,11 +195,9 @@ def run_ray(cfg: SearchConfig, *, workers: int | None = None, address: str | Non
     if estimator_factory:
         estimator = _load_factory(estimator_factory)()
     else:
-        from .data import load_dataset
-        from .estimators import make_estimator
+        from .search import estimator_for
 
-        estimator = make_estimator(cfg.estimator, dataset if dataset is not None else load_dataset(cfg.data, seed=cfg.seed),
-                                   **_estimator_options(cfg))
+        estimator = estimator_for(cfg, dataset)
 
     # set-up in the driver, with the local engine's code
     run_search(replace(cfg, budget=0), output=out, estimator=estimator, log=log)

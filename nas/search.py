@@ -240,18 +240,25 @@ def memo_from_study(study) -> dict:
     return memo
 
 
-def _make_dataset(cfg: SearchConfig):
-    from .data import load_dataset
-
-    return load_dataset(cfg.data, seed=cfg.seed)
-
-
 def _estimator_options(cfg: SearchConfig) -> dict:
     options = {"resolution": cfg.resolution, "epochs": cfg.epochs, "seed": cfg.seed, "limit_train": cfg.limit_train,
                "limit_val": cfg.limit_val}
     if cfg.recipe is not None:
         options["recipe"] = cfg.recipe
     return options
+
+
+def estimator_for(cfg: SearchConfig, dataset=None):
+    """The estimator ``cfg`` names, with its options; the data is loaded from ``cfg.data`` unless given.
+
+    One construction for the single-process engine, the local workers and the Ray trainables.
+    """
+    from .data import load_dataset
+    from .estimators import make_estimator
+
+    if dataset is None:
+        dataset = load_dataset(cfg.data, seed=cfg.seed)
+    return make_estimator(cfg.estimator, dataset, **_estimator_options(cfg))
 
 
 def _evaluate_references(study, space, estimator, cost_fn, n_calibration: int) -> tuple[dict, list]:
@@ -410,10 +417,7 @@ def run_search(cfg: SearchConfig, *, output: str | Path | None = None, progress:
     storage = cfg.storage or str(out / JOURNAL_NAME)
     study_name = cfg.study_name or cfg.default_study_name()
     if estimator is None:
-        from .estimators import make_estimator
-
-        estimator = make_estimator(cfg.estimator, dataset if dataset is not None else _make_dataset(cfg),
-                                   **_estimator_options(cfg))
+        estimator = estimator_for(cfg, dataset)
     meter = LatencyMeter(threads=cfg.latency_threads, runs=cfg.latency_runs, warmup=cfg.latency_warmup,
                          cache_path=(out / "latency_cache.json") if cfg.metric == "latency" else None)
     cost_fn = make_cost_fn(cfg.metric, meter)

@@ -45,7 +45,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable
 
-from .search import JOURNAL_NAME, MAX_FAILURE_FACTOR, SearchConfig, SearchResult
+from .search import JOURNAL_NAME, MAX_FAILURE_FACTOR, SearchConfig, SearchResult, estimator_for
 
 __all__ = ["run_workers", "budget_lock_path", "repair_journal", "WORKER_POLL_S"]
 
@@ -124,11 +124,6 @@ def _accuracy_map(study, estimator_kind: str):
     return ProxyMap.fit(refs["efficientnet-b0"]["score"], [s for s, _ in calib], [c for _, c in calib])
 
 
-def _estimator_options(cfg: SearchConfig) -> dict:
-    return {"resolution": cfg.resolution, "epochs": cfg.epochs, "seed": cfg.seed, "limit_train": cfg.limit_train,
-            "limit_val": cfg.limit_val}
-
-
 class _Interruptible:
     """Ctrl-C in a worker interrupts only the estimate, never a journal write.
 
@@ -193,10 +188,7 @@ def _worker_main(cfg_dict: dict, storage: str, study_name: str, index: int, lock
         if estimator_factory:
             estimator = _load_factory(estimator_factory)()
         else:
-            from .data import load_dataset
-            from .estimators import make_estimator
-
-            estimator = make_estimator(cfg.estimator, load_dataset(cfg.data, seed=cfg.seed), **_estimator_options(cfg))
+            estimator = estimator_for(cfg)
         space = get_space(cfg.space)
         reward = cfg.reward()
         multi = cfg.strategy in MULTI_OBJECTIVE
@@ -300,12 +292,7 @@ def run_workers(cfg: SearchConfig, workers: int, *, output: str | Path | None = 
     study_name = cfg.study_name or cfg.default_study_name()
     estimator = _load_factory(estimator_factory)() if estimator_factory else None
     if estimator is None:
-        from .data import load_dataset
-        from .estimators import make_estimator
-
-        if dataset is None:
-            dataset = load_dataset(cfg.data, seed=cfg.seed)
-        estimator = make_estimator(cfg.estimator, dataset, **_estimator_options(cfg))
+        estimator = estimator_for(cfg, dataset)
 
     # 1. set-up: study, stale-trial recovery, references, calibration, B0 enqueued
     run_search(replace(cfg, budget=0), output=out, estimator=estimator, log=log)

@@ -308,19 +308,13 @@ def test_cli_defaults_follow_the_proxy_study(tmp_path):
 
 
 def test_cli_recipe_reaches_the_training_estimator(tmp_path):
+    # one construction (nas.search.estimator_for) serves the engine, the local workers and Ray
     from nas.cli.search import parse_config
-    from nas.search import _estimator_options
+    from nas.search import _estimator_options, estimator_for
 
     cfg, *_ = parse_config(["--target-flops", "400M", "--output", str(tmp_path / "a")])
     assert cfg.recipe is None and "recipe" not in _estimator_options(cfg)  # the estimator's own default
+    assert estimator_for(cfg).describe()["recipe"] == "adamw"
     cfg, *_ = parse_config(["--target-flops", "400M", "--recipe", "efficientnet", "--output", str(tmp_path / "b")])
     assert _estimator_options(cfg)["recipe"] == "efficientnet"
-    assert make_estimator_from(cfg).describe()["recipe"] == "efficientnet"
-
-
-def make_estimator_from(cfg):
-    from nas.data import load_dataset
-    from nas.estimators import make_estimator
-    from nas.search import _estimator_options
-
-    return make_estimator(cfg.estimator, load_dataset(cfg.data), **_estimator_options(cfg))
+    assert estimator_for(cfg).describe()["recipe"] == "efficientnet"
