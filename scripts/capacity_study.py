@@ -73,8 +73,9 @@ def _train(job):
     spec = Spec.from_json(spec_json)
     r = train_and_evaluate(spec, _DATA, epochs=args.epochs, resolution=args.resolution, batch_size=args.batch_size,
                            recipe=args.recipe, seed=seed)
+    c = cost(spec)
     return {"index": index, "label": label, "seed": seed, "fingerprint": spec.fingerprint(),
-            "flops": cost(spec).flops, "params": cost(spec).params, "accuracy": r.accuracy, "failed": r.failed,
+            "flops": c.flops, "params": c.params, "accuracy": r.accuracy, "failed": r.failed,
             "reason": r.reason, "seconds": r.seconds,
             "history": [{"epoch": h["epoch"], "val_accuracy": h["val_accuracy"]} for h in r.history]}
 
@@ -120,9 +121,9 @@ def main(argv=None) -> int:
     key = config_key(config)
     rows_path = out / "rows.jsonl"
     done = finished_rows(rows_path, key)
+    flops = [cost(s).flops for _, s in specs]
     jobs = [(i, label, s.to_json(None), seed) for seed in range(args.seeds) for i, (label, s) in enumerate(specs)]
-    # largest first, so the two workers finish together
-    jobs.sort(key=lambda j: -cost(Spec.from_json(j[2])).flops)
+    jobs.sort(key=lambda j: -flops[j[0]])  # largest first, so the two workers finish together
     todo = [j for j in jobs if (j[0], j[3]) not in done]
     print(f"{len(specs)} architectures x {args.seeds} seed(s): {len(todo)} of {len(jobs)} trainings to do; "
           f"{data.summary()}, {args.resolution} px, {args.epochs} epoch(s)", file=sys.stderr)
@@ -147,10 +148,9 @@ def main(argv=None) -> int:
             accs = [done[(i, s)]["history"][e]["val_accuracy"] for s in range(args.seeds)
                     if (i, s) in done and not done[(i, s)]["failed"] and len(done[(i, s)]["history"]) > e]
             if accs:
-                flops = cost(spec).flops
                 a = float(np.mean(accs))
-                rungs.append({"label": label, "flops": flops, "accuracy": a, "accuracies": accs,
-                              "soft_reward": soft(a, flops), "hard_reward": hard(a, flops)})
+                rungs.append({"label": label, "flops": flops[i], "accuracy": a, "accuracies": accs,
+                              "soft_reward": soft(a, flops[i]), "hard_reward": hard(a, flops[i])})
         if len(rungs) < 3:
             continue
         fit = elasticity([r["flops"] for r in rungs], [r["accuracy"] for r in rungs], rng)

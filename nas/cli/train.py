@@ -21,8 +21,6 @@ from ..spec import MAX_RESOLUTION, atomic_write_bytes, atomic_write_text
 
 
 
-
-
 def _positive_float(name):
     def parse(text):
         try:
