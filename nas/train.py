@@ -146,9 +146,9 @@ RECIPES: dict[str, Recipe] = {
     # A short-budget recipe (not from a paper): AdamW, 0.012 per 256 images (3e-3
     # at batch 64), weight decay 0.05, label smoothing 0.1, cosine after 10%
     # warm-up.  Adaptive steps tolerate nets of very different depth and width
-    # with one rate.  Same network sizes, the 3000-image sample, 16 px, 1 epoch
-    # (46 steps), seed 0, B0 at filters x0.75/layers -1, x1/0, x1.25/+1:
-    #   efficientnet 0.645 / 0.249 / 0.182;  adamw 0.003 per 256: 0.709 / 0.570 /
+    # with one rate.  `python scripts/recipe_sweep.py`: the 3000-image sample, 16 px,
+    # 1 epoch (46 steps), seed 0, B0 at filters x0.75/layers -1, x1/0, x1.25/+1:
+    #   efficientnet 0.645 / 0.249 / 0.182;  adamw 0.004 per 256: 0.709 / 0.570 /
     #   0.454;  adamw 0.012: 0.692 / 0.643 / 0.578;  SGD Nesterov 0.4: 0.593 /
     #   0.478 / 0.211.
     "adamw": Recipe(name="adamw", optimizer="adamw", lr=0.012, momentum=0.9, weight_decay=0.05,
