@@ -9,6 +9,16 @@ T the target.  ``soft``: alpha = beta = -0.07 (a model twice as costly must be
 about 5 % more accurate to score the same: 2 ** -0.07 = 0.953); ``hard``:
 alpha = 0, beta = -1 (no bonus below the target, a steep penalty above it).
 
+``absolute`` is TuNAS's reward (Bender et al. 2020, "Can weight sharing outperform
+random architecture search?", Eq. 1)::
+
+    reward(m) = ACC(m) + beta * |C(m) / T - 1|,    beta < 0
+
+It peaks at the target: below it the penalty pulls the search up, above it every
++10 % of cost costs 0.1 * |beta| of accuracy, so unlike the soft reward the target
+moves the argmax.  TuNAS's mobile search used beta = -0.10; the default here,
+:data:`ABSOLUTE_BETA`, is set from measured seed noise (see its comment).
+
 Doctest (B0 at a 400M target, soft)::
 
     >>> r = Reward.make(400e6, "flops", "soft")
@@ -16,6 +26,8 @@ Doctest (B0 at a 400M target, soft)::
     0.770777
     >>> Reward.make(400e6, "flops", "hard")(0.5, 800e6)
     0.25
+    >>> Reward.make(400e6, "flops", "absolute", w=-0.1)(0.5, 440e6)
+    0.49
 
 A training-free proxy (synflow, ...) is not an accuracy: its values are log-scale,
 may be negative and are only meaningful *relative* to other architectures.  The
@@ -48,10 +60,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["CONSTRAINTS", "METRICS", "Reward", "ProxyMap", "IdentityMap", "B0_TOP1", "ELASTICITY"]
+__all__ = ["CONSTRAINTS", "METRICS", "Reward", "ProxyMap", "IdentityMap", "B0_TOP1", "ELASTICITY", "ABSOLUTE_BETA"]
 
-# constraint -> (alpha, beta)
-CONSTRAINTS: dict[str, tuple[float, float]] = {"soft": (-0.07, -0.07), "hard": (0.0, -1.0)}
+# TuNAS's absolute reward: accuracy lost per unit of relative distance from the target.
+# |beta| * 0.1 is what a candidate 10 % off target pays; it must exceed the seed noise of
+# the accuracy estimate, or noise decides whether the search lands inside +-10 %.
+ABSOLUTE_BETA = -0.1
+
+# constraint -> (alpha, beta); for "absolute" both are the one beta of TuNAS's reward
+CONSTRAINTS: dict[str, tuple[float, float]] = {"soft": (-0.07, -0.07), "hard": (0.0, -1.0),
+                                               "absolute": (ABSOLUTE_BETA, ABSOLUTE_BETA)}
 METRICS = ("flops", "latency")
 B0_TOP1 = 0.771  # EfficientNet-B0 ImageNet top-1 (Tan & Le 2019, Table 2): the proxy map's anchor
 ELASTICITY = 0.07  # |w| of the soft reward: the accuracy-cost trade-off the proxy map has at B0
@@ -59,7 +77,8 @@ ELASTICITY = 0.07  # |w| of the soft reward: the accuracy-cost trade-off the pro
 
 @dataclass(frozen=True)
 class Reward:
-    """ACC * (C/T)^w with w = alpha below or at the target, beta above it."""
+    """ACC * (C/T)^w with w = alpha below or at the target, beta above it (MnasNet's soft and hard);
+    ACC + beta * |C/T - 1| for ``constraint="absolute"`` (TuNAS)."""
 
     target: float
     metric: str = "flops"
@@ -76,10 +95,14 @@ class Reward:
             v = getattr(self, n)
             if not (isinstance(v, (int, float)) and math.isfinite(v)):
                 raise ValueError(f"{n} must be a finite number, got {v!r}")
+        if self.constraint not in CONSTRAINTS:
+            raise ValueError(f"constraint must be one of {', '.join(CONSTRAINTS)}, got {self.constraint!r}")
+        if self.constraint == "absolute" and not (self.beta < 0 and self.alpha == self.beta):
+            raise ValueError(f"the absolute reward needs one negative beta (a penalty), got {self.beta!r}")
 
     @classmethod
     def make(cls, target: float, metric: str = "flops", constraint: str = "soft", w: float | None = None) -> "Reward":
-        """``constraint`` soft|hard sets (alpha, beta); ``w`` (if given) overrides both."""
+        """``constraint`` soft|hard|absolute sets (alpha, beta); ``w`` (if given) overrides both."""
         if constraint not in CONSTRAINTS:
             raise ValueError(f"constraint must be one of {', '.join(CONSTRAINTS)}, got {constraint!r}")
         alpha, beta = CONSTRAINTS[constraint]
@@ -93,6 +116,8 @@ class Reward:
     def __call__(self, accuracy: float, cost: float) -> float:
         if not cost > 0:
             raise ValueError(f"cost must be positive, got {cost!r}")
+        if self.constraint == "absolute":
+            return float(accuracy) + self.beta * abs(float(cost) / self.target - 1.0)
         return float(accuracy) * (float(cost) / self.target) ** self.weight(cost)
 
     def to_dict(self) -> dict:

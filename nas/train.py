@@ -47,11 +47,22 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from .augment import augment_batch
 from .build import build_model
 from .spec import Spec
 
 __all__ = ["Recipe", "RECIPES", "SCHEDULES", "TrainResult", "train_and_evaluate", "evaluate", "min_resolution",
-           "total_stride", "recalibrate_bn"]
+           "total_stride", "recalibrate_bn", "AUGMENT_FROM_EPOCHS", "augment_by_default"]
+
+# Random crop + flip (nas.augment) is on by default from this many epochs of budget:
+# a run of one or two epochs never sees an image twice, so augmentation only adds
+# noise to the proxy; longer runs start to memorize the train split without it.
+AUGMENT_FROM_EPOCHS = 3
+
+
+def augment_by_default(epochs: float) -> bool:
+    """Whether a run of ``epochs`` epochs augments when the caller does not say."""
+    return epochs >= AUGMENT_FROM_EPOCHS
 
 
 # Channels-last (NHWC) activations and weights: oneDNN's convolutions run without
@@ -208,6 +219,7 @@ class TrainResult:
     test_resolution: int | None = None
     recipe: str | None = None
     seed: int | None = None
+    augment: bool | None = None
     num_classes: int | None = None
     model: Any = field(default=None, repr=False, compare=False)
 
@@ -311,13 +323,15 @@ def train_and_evaluate(spec: Spec, dataset, *, epochs: float = 1, steps: int | N
                        recipe: str | Recipe = "efficientnet", seed: int = 0, limit_train: int | None = None,
                        limit_val: int | None = None, progress: bool = False,
                        on_epoch: Callable[[int, float], bool | None] | None = None, return_model: bool = False,
-                       lr: float | None = None) -> TrainResult:
+                       lr: float | None = None, augment: bool | None = None) -> TrainResult:
     """Train ``spec`` on ``dataset`` (a :class:`nas.data.Dataset`) and evaluate on its held-out split.
 
     ``epochs`` may be fractional; ``steps`` (if given) sets the budget in optimizer
     steps instead.  ``on_epoch(epoch_index, val_accuracy)`` runs after every epoch
     (index 0-based); returning True stops training (``pruned=True``).  ``lr``
-    overrides the recipe's peak learning rate per 256 images.  ``progress`` shows
+    overrides the recipe's peak learning rate per 256 images.  ``augment`` turns
+    random crop and flip (:mod:`nas.augment`) on or off; None (default) turns it on
+    for budgets of :data:`AUGMENT_FROM_EPOCHS` epochs or more.  ``progress`` shows
     a tqdm bar on stderr.  With ``return_model`` the trained module is ``r.model``.
     """
     rec = _resolve_recipe(recipe, lr)
@@ -345,6 +359,8 @@ def train_and_evaluate(spec: Spec, dataset, *, epochs: float = 1, steps: int | N
         train_loader.drop_last = True
     steps_per_epoch = len(train_loader)
     total_steps = int(steps) if steps is not None else max(1, int(round(epochs * steps_per_epoch)))
+    if augment is None:
+        augment = augment_by_default(total_steps / steps_per_epoch)
     val_loader = dataset.loader("val", batch_size=max(batch_size, 256), resolution=test_res, channels=channels,
                                 shuffle=False, seed=seed, limit=limit_val)
     if val_loader.num_examples == 0:
@@ -355,13 +371,15 @@ def train_and_evaluate(spec: Spec, dataset, *, epochs: float = 1, steps: int | N
 
     result = TrainResult(accuracy=None, loss=None, epochs=0.0, steps=0, seconds=0.0, images_per_second=0.0,
                          resolution=res, test_resolution=test_res, recipe=rec.name, seed=seed,
-                         num_classes=dataset.num_classes)
+                         augment=bool(augment), num_classes=dataset.num_classes)
     t_start = time.perf_counter()
     train_seconds = 0.0
     images = 0
     bar = None
     step = 0
     model = None
+    # its own stream, so that turning augmentation on never changes the initialisation
+    aug_rng = torch.Generator().manual_seed(seed + 2)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         try:
@@ -386,6 +404,8 @@ def train_and_evaluate(spec: Spec, dataset, *, epochs: float = 1, steps: int | N
                     f = rec.lr_factor(step, total_steps)
                     for g in opt.param_groups:
                         g["lr"] = peak * f
+                    if augment:
+                        x = augment_batch(x, aug_rng)
                     out = model(x.contiguous(memory_format=MEMORY_FORMAT))
                     loss = criterion(out, y)
                     value = float(loss.detach())

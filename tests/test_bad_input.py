@@ -42,13 +42,13 @@ def _setup(tmp):
     (folder / "cat").mkdir(parents=True)
     (folder / "cat" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnope")
     (tmp / "weights.pt").write_bytes(b"not a state dict")
+    # alpha*beta^2*gamma^2 = 5.38: breaks the compound-scaling constraint (~2)
+    (tmp / "badgrid.json").write_text('{"best": {"alpha": 1.4, "beta": 1.4, "gamma": 1.4}}')
     return {"bad": tmp / "bad.json", "empty": tmp / "empty.json", "invalid": tmp / "invalid.json",
             "dup": tmp / "dup.json", "file": tmp / "afile", "emptydir": tmp / "emptydir", "corrupt": corrupt,
-            "trunc": trunc, "classes": folder, "weights": tmp / "weights.pt", "out": tmp / "out"}
+            "trunc": trunc, "classes": folder, "weights": tmp / "weights.pt", "out": tmp / "out",
+            "badgrid": tmp / "badgrid.json"}
 
-
-# Known defect (reported): nas-scale prints "coefficients alpha=... from the grid search in
-# results/scaling/grid.json" on stderr before validating, so a bad --phi or --output gives two lines.
 
 T = ["--target-flops", "400M"]
 S = ["--no-progress", "--output", "{out}"]
@@ -119,6 +119,13 @@ CASES = [
     ("scale-malformed-base", "scale", ["--phi", "1", "--base", "{bad}", "--output", "{out}/s.json"], 2),
     ("scale-unknown-published", "scale", ["--published", "efficientnet-b99", "--output", "{out}/s.json"], 2),
     ("scale-family-backwards", "scale", ["--family", "7-0", "--output", "{out}"], 2),
+    ("scale-coefficients-missing", "scale", ["--phi", "1", "--coefficients", "{emptydir}/grid.json",
+                                             "--output", "{out}/s.json"], 2),
+    ("scale-coefficients-corrupt", "scale", ["--phi", "1", "--coefficients", "{bad}", "--output", "{out}/s.json"], 2),
+    ("scale-coefficients-not-a-grid", "scale", ["--phi", "1", "--coefficients", "{invalid}",
+                                                "--output", "{out}/s.json"], 2),
+    ("scale-coefficients-break-the-constraint", "scale", ["--phi", "1", "--coefficients", "{badgrid}",
+                                                          "--output", "{out}/s.json"], 2),
     ("scale-max-params-unparsable", "scale", ["--phi", "1", "--max-params", "lots", "--output", "{out}/s.json"], 2),
     pytest.param("scale-output-under-a-file", "scale", ["--phi", "1", "--output", "{file}/sub/s.json"], (1, 2)),
     ("export-no-format", "export", ["efficientnet-b0", "--output", "{out}/m.py"], 2),

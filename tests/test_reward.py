@@ -9,7 +9,29 @@ from nas.reward import B0_TOP1, CONSTRAINTS, IdentityMap, ProxyMap, Reward
 
 
 def test_constraints_are_the_papers():
-    assert CONSTRAINTS == {"soft": (-0.07, -0.07), "hard": (0.0, -1.0)}
+    # MnasNet (Tan et al. 2019, Sec. 3): soft alpha = beta = -0.07, hard alpha = 0, beta = -1
+    assert CONSTRAINTS["soft"] == (-0.07, -0.07) and CONSTRAINTS["hard"] == (0.0, -1.0)
+    assert set(CONSTRAINTS) == {"soft", "hard", "absolute"}
+
+
+def test_absolute_reward_is_tunas():
+    # TuNAS (Bender et al. 2020, Eq. 1): ACC + beta * |C/T - 1|, here beta = -0.1 (TuNAS's mobile value)
+    r = Reward.make(400e6, "flops", "absolute", w=-0.1)
+    assert r(0.8, 400e6) == pytest.approx(0.8)
+    assert r(0.8, 440e6) == pytest.approx(0.79)  # +10 % of cost costs 0.1 * |beta|
+    assert r(0.8, 360e6) == pytest.approx(0.79)  # and -10 % too: the target pulls from below
+    assert r(0.8, 200e6) == pytest.approx(0.75)
+    # unlike the soft reward, the target moves the argmax: of two nets the one nearer the target wins
+    small, big = (0.80, 200e6), (0.80, 420e6)
+    assert r(*big) > r(*small)
+    assert Reward.make(200e6, "flops", "absolute", w=-0.1)(*small) > Reward.make(200e6, "flops", "absolute",
+                                                                                  w=-0.1)(*big)
+
+
+@pytest.mark.parametrize("w", [0.1, 0.0])
+def test_absolute_reward_needs_a_penalty(w):
+    with pytest.raises(ValueError, match="negative beta"):
+        Reward.make(400e6, "flops", "absolute", w=w)
 
 
 def test_soft_reward_values():

@@ -334,3 +334,20 @@ def test_cli_empty_folder_dataset(tmp_path):
 def test_cli_recipe_names_match_the_registry():
     from nas.cli import RECIPE_NAMES
     assert tuple(sorted(RECIPE_NAMES)) == tuple(sorted(RECIPES))
+
+
+def test_augmentation_defaults_on_from_three_epochs_and_is_recorded(data):
+    short = run(tiny_spec(), data, epochs=1, limit_train=64)
+    long = run(tiny_spec(), data, epochs=3, limit_train=64)
+    forced_off = run(tiny_spec(), data, epochs=3, limit_train=64, augment=False)
+    assert (short.augment, long.augment, forced_off.augment) == (False, True, False)
+    # same seed, same initialisation and order: only the augmented images differ
+    assert forced_off.history[0]["train_loss"] != long.history[0]["train_loss"]
+    forced_on = run(tiny_spec(), data, epochs=1, limit_train=64, augment=True)
+    assert forced_on.augment and forced_on.history[0]["train_loss"] != short.history[0]["train_loss"]
+
+
+def test_augmented_training_is_deterministic_with_its_seed(data):
+    a = run(tiny_spec(), data, epochs=1, limit_train=64, augment=True, seed=3)
+    b = run(tiny_spec(), data, epochs=1, limit_train=64, augment=True, seed=3)
+    assert a.history[0]["train_loss"] == b.history[0]["train_loss"] and a.accuracy == b.accuracy

@@ -2,7 +2,8 @@
 
 ::
 
-    nas-scale --phi 3                                  # B0 and the coefficients of results/scaling/grid.json (or the paper's)
+    nas-scale --phi 3                                  # B0 and the paper's coefficients (alpha 1.2, beta 1.1, gamma 1.15)
+    nas-scale --phi 3 --coefficients results/scaling/grid.json   # the best of a grid search instead
     nas-scale --base runs/s1/best.json --phi 2.5 --alpha 1.2 --beta 1.1 --gamma 1.15 --output b2.json
     nas-scale --base efficientnet-b0 --family 0-7 --output family/
     nas-scale --published efficientnet-b3              # the published member, beside the formula
@@ -22,8 +23,8 @@ from . import ArgumentParser, RuntimeFailure, UsageError, command, load_data, pa
 from ..spec import MAX_RESOLUTION, atomic_write_text
 
 DEFAULT_BASE = "efficientnet-b0"
-#: the grid search result that ``nas-scale --phi`` uses when present (package-relative repo checkout)
-GRID_JSON = Path(__file__).resolve().parents[2] / "results" / "scaling" / "grid.json"
+#: how far alpha*beta^2*gamma^2 may be from 2 in a --coefficients file (the grid search's default tolerance)
+COEFFICIENT_TOLERANCE = 0.1
 
 
 def _note(msg: str) -> None:
@@ -73,24 +74,52 @@ def parse_phis(text: str) -> list[float]:
 
 
 def default_coefficients() -> tuple[tuple[float, float, float], str]:
-    """(alpha, beta, gamma) from results/scaling/grid.json ``best`` if readable, else the paper's."""
+    """(alpha, beta, gamma) when none are given: the paper's, as a user of EfficientNet expects."""
     from scaling.compound import PAPER_COEFFICIENTS
 
-    try:
-        best = json.loads(GRID_JSON.read_text(encoding="utf-8"))["best"]
-        abg = tuple(float(best[k]) for k in ("alpha", "beta", "gamma"))
-        if all(math.isfinite(v) and v >= 1 for v in abg):
-            return abg, f"the grid search in {GRID_JSON}"  # type: ignore[return-value]
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
     return PAPER_COEFFICIENTS, "the paper's (EfficientNet, Tan & Le 2019)"
+
+
+def coefficients_from_file(path: str) -> tuple[float, float, float]:
+    """The ``best`` (alpha, beta, gamma) of a grid-search result (``nas-scale --grid-search``'s grid.json).
+
+    A missing or unreadable file, a file without ``best``, or coefficients that break the
+    constraint (each >= 1, alpha*beta^2*gamma^2 within COEFFICIENT_TOLERANCE of 2) are usage errors.
+    """
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"--coefficients: {path}: no such file") from None
+    except IsADirectoryError:
+        raise UsageError(f"--coefficients: {path}: is a folder, not a grid.json") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"--coefficients: {path}: cannot read: {e.strerror or e}") from None
+    except ValueError as e:
+        raise UsageError(f"--coefficients: {path}: not valid JSON ({e})") from None
+    try:
+        best = doc["best"]
+        abg = tuple(float(best[k]) for k in ("alpha", "beta", "gamma"))
+    except (KeyError, TypeError, ValueError):
+        raise UsageError(f"--coefficients: {path}: no best alpha/beta/gamma (expected a grid.json of "
+                         "nas-scale --grid-search)") from None
+    if not all(math.isfinite(v) and v >= 1 for v in abg):
+        raise UsageError(f"--coefficients: {path}: alpha, beta, gamma must be finite and >= 1, got "
+                         f"{', '.join(f'{v:g}' for v in abg)}")
+    c = abg[0] * abg[1] ** 2 * abg[2] ** 2
+    if abs(c - 2) > COEFFICIENT_TOLERANCE * 2:
+        raise UsageError(f"--coefficients: {path}: alpha*beta^2*gamma^2 = {c:.3g}, not 2 within "
+                         f"{COEFFICIENT_TOLERANCE:.0%}")
+    return abg  # type: ignore[return-value]
 
 
 def _coefficients(args) -> tuple[tuple[float, float, float], list[str]]:
     """The coefficients and the notes about them; callers print the notes only once the
     work succeeded, so that an error stays the only line on stderr."""
     given = (args.alpha, args.beta, args.gamma)
-    (a, b, g), source = default_coefficients()
+    if args.coefficients:
+        (a, b, g), source = coefficients_from_file(args.coefficients), f"--coefficients {args.coefficients}"
+    else:
+        (a, b, g), source = default_coefficients()
     if all(v is not None for v in given):
         source = "--alpha/--beta/--gamma"
     elif any(v is not None for v in given):
@@ -271,6 +300,8 @@ def main(argv=None) -> int:
     ap.add_argument("--alpha", type=_number("--alpha", lo=1), help="depth coefficient (>= 1)")
     ap.add_argument("--beta", type=_number("--beta", lo=1), help="width coefficient (>= 1)")
     ap.add_argument("--gamma", type=_number("--gamma", lo=1), help="resolution coefficient (>= 1)")
+    ap.add_argument("--coefficients", metavar="GRID_JSON",
+                    help="take alpha, beta, gamma from a grid search's grid.json (default: the paper's 1.2, 1.1, 1.15)")
     ap.add_argument("--output", "-o", help="spec file (default stdout); a folder for --family and --grid-search "
                                            "(default results/scaling)")
     ap.add_argument("--max-params", type=lambda s: parse_quantity(s), default=None,
