@@ -21,16 +21,18 @@ from PIL import Image
 
 import nas.data as data
 import nas.data.dataset
-from nas.data import DataError, Dataset, load_dataset, read_idx, write_idx
+from nas.data import DataError, DataRuntimeError, DataUsageError, Dataset, load_dataset, read_idx, write_idx
 
 # --------------------------------------------------------------------------- #
 # helpers
 # --------------------------------------------------------------------------- #
 
 
-def raises_one_line(call: Callable[[], object], *fragments: str) -> str:
-    """Assert ``call`` raises DataError with a one-line message holding ``fragments``."""
-    with pytest.raises(DataError) as info:
+def raises_one_line(
+    call: Callable[[], object], *fragments: str, kind: type[DataError] = DataRuntimeError
+) -> str:
+    """Assert ``call`` raises ``kind`` with a one-line message holding ``fragments``."""
+    with pytest.raises(kind) as info:
         call()
     message = str(info.value)
     assert message and "\n" not in message
@@ -601,19 +603,27 @@ def test_dataset_validation() -> None:
 
 @pytest.mark.parametrize("source", ["mnist", "idx", "idx:", "folder:  ", "imagenet:/x", "", "Sample"])
 def test_unknown_or_incomplete_source(source: str) -> None:
-    message = raises_one_line(lambda: load_dataset(source))
+    message = raises_one_line(lambda: load_dataset(source), kind=DataUsageError)
     if ":" not in source or source.startswith("imagenet"):
         assert "sample, fashion-mnist, idx:DIR, folder:DIR, cifar:DIR" in message
 
 
 def test_bad_val_fraction(tmp_path: Path) -> None:
-    raises_one_line(lambda: load_dataset("sample", val_fraction=1.5), "val_fraction")
+    raises_one_line(lambda: load_dataset("sample", val_fraction=1.5), "val_fraction", kind=DataUsageError)
     root = write_idx_dir(tmp_path / "d", test=False)
-    raises_one_line(lambda: data.load_idx(root, val_fraction=0.0), "val_fraction")
+    raises_one_line(lambda: data.load_idx(root, val_fraction=0.0), "val_fraction", kind=DataUsageError)
 
 
 def test_data_error_is_one_line() -> None:
     assert str(DataError("a\nb  c")) == "a b c"
+    assert str(DataUsageError("a\nb  c")) == "a b c"
+
+
+def test_data_error_kinds() -> None:
+    assert DataUsageError("x").kind == "usage" and DataRuntimeError("x").kind == "runtime"
+    assert issubclass(DataUsageError, DataError) and issubclass(DataRuntimeError, DataError)
+    assert not issubclass(DataUsageError, DataRuntimeError)
+    assert not issubclass(DataRuntimeError, DataUsageError)
 
 
 def test_sample() -> None:
