@@ -388,7 +388,6 @@ class Loader:
             yield _expand(x, self.channels), self._y[pos]
 
 
-
 def from_arrays(
     name: str, classes: Sequence[str], train_x: np.ndarray, train_y: np.ndarray,
     val_x: np.ndarray, val_y: np.ndarray,

@@ -149,7 +149,6 @@ def load_folder(
     return from_arrays(label, classes, train_x, train_y, val_x, val_y)
 
 
-
 def _read_folder(directory: Path, *, name: str, seed: int, val_fraction: float) -> Dataset:
     return load_folder(directory, seed, val_fraction, name=name)
 

@@ -243,7 +243,6 @@ def load_idx(
     return from_arrays(label, names, train_x, train_y, val_x, val_y)
 
 
-
 def _read_idx_dir(directory: Path, *, name: str, seed: int, val_fraction: float) -> Dataset:
     return load_idx(directory, seed, val_fraction, name=name)
 
