@@ -1,7 +1,11 @@
-"""Tests for nas.data: every source format, built from small files in tmp_path."""
+"""Tests for nas.data: every source format, built from small files in tmp_path.
+
+The contract every registered source meets is in tests/test_data_sources.py.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import os
 import pickle
@@ -16,16 +20,19 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import nas.data as data
-from nas.data import DataError, Dataset, load_dataset, read_idx, write_idx
+import nas.data.dataset
+from nas.data import DataError, DataRuntimeError, DataUsageError, Dataset, load_dataset, read_idx, write_idx
 
 # --------------------------------------------------------------------------- #
 # helpers
 # --------------------------------------------------------------------------- #
 
 
-def raises_one_line(call: Callable[[], object], *fragments: str) -> str:
-    """Assert ``call`` raises DataError with a one-line message holding ``fragments``."""
-    with pytest.raises(DataError) as info:
+def raises_one_line(
+    call: Callable[[], object], *fragments: str, kind: type[DataError] = DataRuntimeError
+) -> str:
+    """Assert ``call`` raises ``kind`` with a one-line message holding ``fragments``."""
+    with pytest.raises(kind) as info:
         call()
     message = str(info.value)
     assert message and "\n" not in message
@@ -491,7 +498,8 @@ def test_loader_without_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     ds = tiny_dataset(channels=3)
     cached = [x for x, _ in ds.loader("train", batch_size=8, resolution=20, seed=4)]
     ds.clear_cache()
-    monkeypatch.setattr(data, "CACHE_LIMIT_BYTES", 0)
+    # the limit is read where the loader lives, not from the re-export in nas.data
+    monkeypatch.setattr(nas.data.dataset, "CACHE_LIMIT_BYTES", 0)
     loader = ds.loader("train", batch_size=8, resolution=20, seed=4)
     assert loader._x is None
     for a, (b, _) in zip(cached, loader, strict=True):
@@ -595,19 +603,27 @@ def test_dataset_validation() -> None:
 
 @pytest.mark.parametrize("source", ["mnist", "idx", "idx:", "folder:  ", "imagenet:/x", "", "Sample"])
 def test_unknown_or_incomplete_source(source: str) -> None:
-    message = raises_one_line(lambda: load_dataset(source))
+    message = raises_one_line(lambda: load_dataset(source), kind=DataUsageError)
     if ":" not in source or source.startswith("imagenet"):
         assert "sample, fashion-mnist, idx:DIR, folder:DIR, cifar:DIR" in message
 
 
 def test_bad_val_fraction(tmp_path: Path) -> None:
-    raises_one_line(lambda: load_dataset("sample", val_fraction=1.5), "val_fraction")
+    raises_one_line(lambda: load_dataset("sample", val_fraction=1.5), "val_fraction", kind=DataUsageError)
     root = write_idx_dir(tmp_path / "d", test=False)
-    raises_one_line(lambda: data.load_idx(root, val_fraction=0.0), "val_fraction")
+    raises_one_line(lambda: data.load_idx(root, val_fraction=0.0), "val_fraction", kind=DataUsageError)
 
 
 def test_data_error_is_one_line() -> None:
     assert str(DataError("a\nb  c")) == "a b c"
+    assert str(DataUsageError("a\nb  c")) == "a b c"
+
+
+def test_data_error_kinds() -> None:
+    assert DataUsageError("x").kind == "usage" and DataRuntimeError("x").kind == "runtime"
+    assert issubclass(DataUsageError, DataError) and issubclass(DataRuntimeError, DataError)
+    assert not issubclass(DataUsageError, DataRuntimeError)
+    assert not issubclass(DataRuntimeError, DataUsageError)
 
 
 def test_sample() -> None:
@@ -633,7 +649,8 @@ def test_fashion_mnist() -> None:
 
 
 def test_fashion_mnist_missing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(data, "FASHION_MNIST_DIR", tmp_path / "absent")
+    absent = dataclasses.replace(data.SOURCES["fashion-mnist"], directory=tmp_path / "absent")
+    monkeypatch.setitem(data.SOURCES, "fashion-mnist", absent)
     raises_one_line(
         lambda: load_dataset("fashion-mnist"),
         "not found", "dataset-fashion-mnist", "apt-get install", "idx:DIR",
@@ -641,5 +658,6 @@ def test_fashion_mnist_missing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
 
 
 def test_sample_missing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(data, "SAMPLE_DIR", tmp_path / "absent")
+    absent = dataclasses.replace(data.SOURCES["sample"], directory=tmp_path / "absent")
+    monkeypatch.setitem(data.SOURCES, "sample", absent)
     raises_one_line(lambda: load_dataset("sample"), "sample")

@@ -138,11 +138,11 @@ def tune_allocator() -> None:
 def load_data(source: str, seed: int = 0):
     """``nas.data.load_dataset`` for a command: a malformed ``--data`` string is a usage
     error (exit 2); missing, unreadable or corrupt data a runtime one (exit 1)."""
-    from ..data import DataError, load_dataset
+    from ..data import DataError, DataUsageError, load_dataset
 
     try:
         return load_dataset(source, seed=seed)
+    except DataUsageError as e:
+        raise UsageError(str(e)) from None
     except DataError as e:
-        if str(e).startswith("unknown data source") or "needs a directory" in str(e):
-            raise UsageError(str(e)) from None
         raise RuntimeFailure(str(e)) from None
