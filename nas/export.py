@@ -52,7 +52,6 @@ __all__ = [
     "export_torchscript",
     "export",
     "load_weights",
-    "calibrate_bn",
     "initialized_model",
     "check_state_dict",
     "fuse_bn",
@@ -471,44 +470,16 @@ def load_weights(spec, path_or_state) -> "torch.nn.Module":
     return model
 
 
-def calibrate_bn(model, resolution: int, in_channels: int, batch: int = 8, seed: int = 0):
-    """Set every BatchNorm's running statistics from one random batch; returns ``model`` in eval mode.
-
-    A freshly initialised EfficientNet shrinks its activations layer by layer (the
-    reference init ignores depthwise groups): B0's logits come out near 1e-14, so a
-    comparison of exported and PyTorch outputs would pass whatever the export did.
-    With calibrated statistics every layer runs at unit scale.  Deterministic for a
-    given ``seed``; the global RNG is left alone.
-    """
-    import torch
-    from torch import nn
-
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average: after one batch, exactly that batch's statistics
-    model.train()
-    try:
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            torch.manual_seed(seed)
-            model(torch.randn(batch, in_channels, resolution, resolution))
-    finally:
-        for m, momentum in zip(bns, momenta):
-            m.momentum = momentum
-        model.eval()
-    return model
-
-
 def initialized_model(spec, seed: int = 0, calibration_resolution: int | None = None):
-    """``build_model(spec)`` with a seeded init and calibrated BN (see :func:`calibrate_bn`).
+    """``build_model(spec)`` with a seeded init and BN statistics from one seeded random batch of 8.
 
     What the exporters use when no weights are given: reproducible, and numerically
-    meaningful to verify.  Calibration runs at ``min(resolution, 128)`` by default, to stay
-    cheap for the large presets.
+    meaningful to verify (see :mod:`nas.bn`).  Calibration runs at ``min(resolution, 128)``
+    by default, to stay cheap for the large presets.
     """
     import torch
 
+    from .bn import recalibrate_bn
     from .build import build_model
     from .presets import load_spec
 
@@ -517,7 +488,8 @@ def initialized_model(spec, seed: int = 0, calibration_resolution: int | None = 
         torch.manual_seed(seed)
         model = build_model(spec)
     res = calibration_resolution or min(spec.resolution, 128)
-    return calibrate_bn(model, res, spec.in_channels, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    return recalibrate_bn(model, [torch.randn(8, spec.in_channels, res, res, generator=g)])
 
 
 def _model(spec, weights, resolution):

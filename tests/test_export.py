@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import nas.export as ex
+from nas.bn import recalibrate_bn
 from nas.build import build_model
 from nas.presets import load_spec
 from nas.spec import Spec
@@ -89,7 +90,8 @@ def calibrated_state(spec: Spec, seed: int = 0) -> dict:
     """Seeded weights with BN statistics from 32 random images: unit-scale, well-conditioned outputs."""
     torch.manual_seed(seed)
     model = build_model(spec)
-    return ex.calibrate_bn(model, spec.resolution, spec.in_channels, batch=32, seed=seed).state_dict()
+    x = torch.randn(32, spec.in_channels, spec.resolution, spec.resolution, generator=torch.Generator().manual_seed(seed))
+    return recalibrate_bn(model, [x]).state_dict()
 
 
 def x_for(spec: Spec, batch: int = 2, seed: int = 1) -> torch.Tensor:
