@@ -3,9 +3,12 @@
 Three outputs, one rule each:
 
 * :func:`export_python` writes *code*: one readable file that depends only on
-  torch, with the architecture as a literal per-stage table.  Its module names
-  and parameter shapes equal those of :func:`nas.build.build_model`, so weights
-  load both ways with ``strict=True`` and the outputs are identical.  Nothing
+  torch, with the architecture as a literal per-stage table, followed by the
+  toolkit's own layer code embedded verbatim (``nas/blocks.py``,
+  :func:`nas.spec.plan_layers`, :class:`nas.build.Network`; see ``_EMBEDDED``).
+  Its module names and parameter shapes are those of
+  :func:`nas.build.build_model`, so weights load both ways with ``strict=True``
+  and the outputs are identical; an op added to the toolkit needs no edit here.  Nothing
   from the spec reaches the code unescaped: numbers and strings go through
   ``repr``, the class name must be a plain identifier, and the provenance goes
   into the docstring through :func:`_docstring_literal`.  The result is parsed

@@ -27,7 +27,9 @@ The document (format ``nas-spec``, version 1)::
     }
 
 Conventions (the materializer in :mod:`nas.build` and the cost model in
-:mod:`nas.cost` both follow them):
+:mod:`nas.cost` both follow them; the cross-layer ones are :func:`plan_layers`,
+and each op's module and cost are registered under its name in
+:data:`nas.blocks.LAYERS` and :data:`nas.cost.LAYER_COSTS`):
 
 * A stage repeats one layer ``repeats`` times; only the first layer has the stage's
   stride and the previous stage's output width as input.
