@@ -211,7 +211,7 @@ _EMBEDDED = (
 class _Embedded(NamedTuple):
     code: str  # the pieces, in order, under a heading comment each
     imports: str  # what they need: the standard library and torch only
-    names: frozenset  # every name they bind
+    names: frozenset  # the module-level names they define
 
 
 def _read_piece(file: str, names: tuple[str, ...] | None) -> tuple[str, ast.Module]:
@@ -292,7 +292,10 @@ def _embedded_code() -> _Embedded:
     lines += [f"from {m} import {', '.join(sorted(needed[m]))}" for m in stdlib] + [""]
     lines += [f"import {m}" for m in plain]
     lines += [f"from {m} import {', '.join(sorted(needed[m]))}" for m in sorted(needed) if m not in stdlib]
-    return _Embedded(code, "\n".join(lines) + "\n", frozenset(defined | {"Stage"}))
+    top_level = {t.id for n in tree.body if isinstance(n, (ast.Assign, ast.AnnAssign))
+                 for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Name)}
+    top_level |= {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    return _Embedded(code, "\n".join(lines) + "\n", frozenset(top_level | {"Stage"}))
 
 
 _EMBEDDED_CODE = _embedded_code()
