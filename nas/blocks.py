@@ -1,10 +1,18 @@
 """Building blocks: only ``nn.Module``s, no spec parsing.
 
-Every layer class takes the same keyword arguments (see :class:`LayerArgs` in
-:mod:`nas.build`), so the builder can construct any op in one line.  Shortcut
-handling is flat in ``forward``: ``shortcut = ...; x = drop_path(x) + shortcut``.
-Module layouts mirror torchvision's EfficientNet so parameter counts match it
-exactly.  Everything here is TorchScript-scriptable.
+Every layer class takes the same keyword arguments (those :class:`nas.build.Network`
+passes: ``in_channels``, ``out_channels``, ``kernel``, ``stride``, ``expand_ratio``,
+``se_ratio``, ``skip``, ``activation``, ``se_activation``, ``drop_path``, ``bn_eps``,
+``bn_momentum``), so the builder constructs any op in one line.  Shortcut handling
+is flat in ``forward``: ``shortcut = ...; x = drop_path(x) + shortcut``.  Module
+layouts mirror torchvision's EfficientNet so parameter counts match it exactly.
+Everything here is TorchScript-scriptable.
+
+An op is declared once: its module here, in :data:`LAYERS`, and its analytic cost
+beside it in :data:`nas.cost.LAYER_COSTS` (kept torch-free, so in that module).
+Exported Python code (:func:`nas.export.export_python`) embeds this file verbatim
+after its imports, so it may import only torch, the standard library and the width
+rules of :mod:`nas.spec` (which the exporter embeds too); the exporter checks this.
 """
 from __future__ import annotations
 
@@ -37,7 +45,6 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 
 def make_activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
-
 
 
 class ConvBNAct(nn.Sequential):

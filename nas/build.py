@@ -2,42 +2,55 @@
 
 The builder owns every rule that spans layers: chaining input widths, giving the
 first layer of a stage the stage's stride, and the stochastic-depth ramp over the
-global layer index.  ``forward`` never looks at the spec again.
+global layer index (all three are :func:`nas.spec.plan_layers`).  ``forward``
+never looks at the spec again.
 
 Module names follow the architecture: ``stem``, ``stages.<i>.<j>``, ``head``,
 ``pool``, ``dropout``, ``classifier``.
+
+:class:`Network` takes plain values, not a :class:`~nas.spec.Spec`: exported Python
+code embeds it verbatim (with :mod:`nas.blocks` and :func:`~nas.spec.plan_layers`),
+so the exported class is this class and cannot drift from it.
 """
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 from torch import nn
 
 from .blocks import LAYERS, ConvBNAct
-from .spec import Spec, iter_layers
+from .spec import Spec, plan_layers
 
 __all__ = ["Network", "build_model"]
 
 
 class Network(nn.Module):
-    """stem -> stages -> head -> global average pool -> dropout -> linear classifier."""
+    """stem -> stages -> head -> global average pool -> dropout -> linear classifier.
 
-    def __init__(self, spec: Spec):
+    ``stages`` are rows with the fields of :class:`nas.spec.Stage`; ``stem`` is
+    ``(out_channels, kernel, stride)``.
+    """
+
+    def __init__(self, stages: Sequence, *, in_channels: int, num_classes: int, activation: str,
+                 stem: tuple[int, int, int], head_channels: int, dropout: float, drop_connect_rate: float,
+                 bn_eps: float, bn_momentum: float):
         super().__init__()
-        bn = dict(bn_eps=spec.bn.eps, bn_momentum=spec.bn.momentum)
-        self.stem = ConvBNAct(spec.in_channels, spec.stem.out_channels, spec.stem.kernel, spec.stem.stride,
-                              activation=spec.activation, **bn)
-        stages: list[list[nn.Module]] = [[] for _ in spec.stages]
-        for p in iter_layers(spec):
+        bn = dict(bn_eps=bn_eps, bn_momentum=bn_momentum)
+        stem_channels, stem_kernel, stem_stride = stem
+        self.stem = ConvBNAct(in_channels, stem_channels, stem_kernel, stem_stride, activation=activation, **bn)
+        layers: list[list[nn.Module]] = [[] for _ in stages]
+        for p in plan_layers(stages, stem_channels, drop_connect_rate):
             s = p.stage
-            stages[p.stage_index].append(LAYERS[s.op](
+            layers[p.stage_index].append(LAYERS[s.op](
                 in_channels=p.in_channels, out_channels=s.out_channels, kernel=s.kernel, stride=p.stride,
                 expand_ratio=s.expand_ratio, se_ratio=s.se_ratio, skip=s.skip, activation=s.activation,
                 se_activation=s.se_activation, drop_path=p.drop_path, **bn))
-        self.stages = nn.Sequential(*[nn.Sequential(*layers) for layers in stages])
-        self.head = ConvBNAct(spec.stages[-1].out_channels, spec.head.out_channels, 1, activation=spec.activation, **bn)
+        self.stages = nn.Sequential(*[nn.Sequential(*stage) for stage in layers])
+        self.head = ConvBNAct(stages[-1].out_channels, head_channels, 1, activation=activation, **bn)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(spec.dropout)
-        self.classifier = nn.Linear(spec.head.out_channels, spec.num_classes)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(head_channels, num_classes)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -69,4 +82,7 @@ def build_model(spec) -> Network:
     if not isinstance(spec, Spec):
         from .presets import load_spec
         spec = load_spec(spec)
-    return Network(spec)
+    return Network(spec.stages, in_channels=spec.in_channels, num_classes=spec.num_classes,
+                   activation=spec.activation, stem=(spec.stem.out_channels, spec.stem.kernel, spec.stem.stride),
+                   head_channels=spec.head.out_channels, dropout=spec.dropout,
+                   drop_connect_rate=spec.drop_connect_rate, bn_eps=spec.bn.eps, bn_momentum=spec.bn.momentum)

@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import operator
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 from .spec import Spec, SpecError, expanded_channels, iter_layers, se_channels
 
-__all__ = ["Cost", "StageCost", "cost", "conv_out", "fvcore_flops", "count_params"]
+__all__ = ["Cost", "StageCost", "Count", "cost", "conv_out", "LAYER_COSTS", "layer_cost", "stem_cost", "head_cost",
+           "conv", "bn", "conv_bn", "squeeze_excite", "fvcore_flops", "count_params"]
 
 
 def conv_out(size: int, stride: int) -> int:
@@ -60,52 +62,101 @@ class Cost:
         return asdict(self)
 
 
-class _Acc:
-    """Accumulates params and flops for one row of the breakdown."""
+@dataclass(frozen=True)
+class Count:
+    """Parameters and FLOPs of one piece of a network; pieces add up."""
 
-    def __init__(self, row: StageCost):
-        self.row = row
+    params: int = 0
+    flops: int = 0
 
-    def conv(self, cin: int, cout: int, k: int, out_hw: int, groups: int = 1, bias: bool = False) -> None:
-        self.row.params += cout * (cin // groups) * k * k + (cout if bias else 0)
-        self.row.flops += cout * (cin // groups) * k * k * out_hw * out_hw
-
-    def bn(self, c: int, hw: int) -> None:
-        self.row.params += 2 * c
-        self.row.flops += 2 * c * hw * hw
-
-    def conv_bn(self, cin: int, cout: int, k: int, out_hw: int, groups: int = 1) -> None:
-        self.conv(cin, cout, k, out_hw, groups)
-        self.bn(cout, out_hw)
-
-    def se(self, c: int, squeeze: int, hw: int) -> None:
-        self.row.flops += c * hw * hw  # adaptive_avg_pool2d
-        self.conv(c, squeeze, 1, 1, bias=True)
-        self.conv(squeeze, c, 1, 1, bias=True)
+    def __add__(self, other: "Count") -> "Count":
+        return Count(self.params + other.params, self.flops + other.flops)
 
 
-def _layer(acc: _Acc, op: str, cin: int, cout: int, k: int, stride: int, expand: float, se_ratio: float,
-           skip: str, hw_in: int) -> int:
-    hw = conv_out(hw_in, stride)
-    if op in ("mbconv", "dwconv"):
-        mid = expanded_channels(cin, expand)
-        if mid != cin:
-            acc.conv_bn(cin, mid, 1, hw_in)  # expand
-        acc.conv_bn(mid, mid, k, hw, groups=mid)  # depthwise
-        if se_ratio > 0:
-            acc.se(mid, se_channels(cin, se_ratio), hw)
-        acc.conv_bn(mid, cout, 1, hw)  # project
-    else:  # conv
-        fused = expand != 1
-        mid = expanded_channels(cin, expand) if fused else cout
-        acc.conv_bn(cin, mid, k, hw)
-        if se_ratio > 0:
-            acc.se(mid, se_channels(cin, se_ratio), hw)
-        if fused:
-            acc.conv_bn(mid, cout, 1, hw)
-    if skip == "pool" and cin != cout:
-        acc.conv_bn(cin, cout, 1, hw)  # shortcut projection (its avg-pool counts 0)
-    return hw
+def conv(cin: int, cout: int, k: int, out_hw: int, groups: int = 1, bias: bool = False) -> Count:
+    weights = cout * (cin // groups) * k * k
+    return Count(weights + (cout if bias else 0), weights * out_hw * out_hw)
+
+
+def bn(c: int, hw: int) -> Count:
+    return Count(2 * c, 2 * c * hw * hw)
+
+
+def conv_bn(cin: int, cout: int, k: int, out_hw: int, groups: int = 1) -> Count:
+    """:class:`nas.blocks.ConvBNAct` (the activation costs nothing)."""
+    return conv(cin, cout, k, out_hw, groups) + bn(cout, out_hw)
+
+
+def squeeze_excite(c: int, squeeze: int, hw: int) -> Count:
+    """:class:`nas.blocks.SqueezeExcite`."""
+    pool = Count(0, c * hw * hw)  # adaptive_avg_pool2d
+    return pool + conv(c, squeeze, 1, 1, bias=True) + conv(squeeze, c, 1, 1, bias=True)
+
+
+# ---------------------------------------------------------------- one cost per op
+#
+# Each function mirrors the module of the same op in nas/blocks.py line by line and
+# takes the same keyword arguments (less those that cost nothing), plus ``resolution``
+# (the layer's input size).  The shortcut is not an op's: :func:`layer_cost` adds it,
+# as nas.blocks._Layer builds it for every op.
+
+
+def mbconv_cost(*, in_channels: int, out_channels: int, kernel: int, stride: int, expand_ratio: float,
+                se_ratio: float, resolution: int) -> Count:
+    """:class:`nas.blocks.MBConv` (and :class:`~nas.blocks.DepthwiseSeparable`)."""
+    hw = conv_out(resolution, stride)
+    mid = expanded_channels(in_channels, expand_ratio)
+    c = Count()
+    if mid != in_channels:
+        c += conv_bn(in_channels, mid, 1, resolution)  # expand
+    c += conv_bn(mid, mid, kernel, hw, groups=mid)  # depthwise
+    if se_ratio > 0:
+        c += squeeze_excite(mid, se_channels(in_channels, se_ratio), hw)
+    return c + conv_bn(mid, out_channels, 1, hw)  # project
+
+
+def regular_conv_cost(*, in_channels: int, out_channels: int, kernel: int, stride: int, expand_ratio: float,
+                      se_ratio: float, resolution: int) -> Count:
+    """:class:`nas.blocks.RegularConv`."""
+    hw = conv_out(resolution, stride)
+    fused = expand_ratio != 1
+    mid = expanded_channels(in_channels, expand_ratio) if fused else out_channels
+    c = conv_bn(in_channels, mid, kernel, hw)
+    if se_ratio > 0:
+        c += squeeze_excite(mid, se_channels(in_channels, se_ratio), hw)
+    if fused:
+        c += conv_bn(mid, out_channels, 1, hw)  # project
+    return c
+
+
+LAYER_COSTS: dict[str, Callable[..., Count]] = {
+    "mbconv": mbconv_cost,
+    "dwconv": mbconv_cost,
+    "conv": regular_conv_cost,
+}
+"""Op name -> its cost; the keys are those of :data:`nas.blocks.LAYERS` (a test holds them equal)."""
+
+
+def layer_cost(stage, in_channels: int, stride: int, resolution: int) -> Count:
+    """One layer of ``stage`` (a :class:`~nas.spec.Stage`) at input width and size: its op plus its shortcut."""
+    c = LAYER_COSTS[stage.op](in_channels=in_channels, out_channels=stage.out_channels, kernel=stage.kernel,
+                              stride=stride, expand_ratio=stage.expand_ratio, se_ratio=stage.se_ratio,
+                              resolution=resolution)
+    if stage.skip == "pool" and in_channels != stage.out_channels:
+        # the pooling skip's projection (its avg-pool counts 0)
+        c += conv_bn(in_channels, stage.out_channels, 1, conv_out(resolution, stride))
+    return c
+
+
+def stem_cost(in_channels: int, out_channels: int, kernel: int, stride: int, resolution: int) -> Count:
+    return conv_bn(in_channels, out_channels, kernel, conv_out(resolution, stride))
+
+
+def head_cost(in_channels: int, head_channels: int, num_classes: int, resolution: int) -> Count:
+    """1x1 conv + BN, global average pool, linear classifier (its bias counts as parameters only)."""
+    c = conv_bn(in_channels, head_channels, 1, resolution)
+    c += Count(0, head_channels * resolution * resolution)  # global adaptive_avg_pool2d
+    return c + Count(head_channels * num_classes + num_classes, head_channels * num_classes)
 
 
 def _resolution(r) -> int:
@@ -129,36 +180,30 @@ def cost(spec: Spec, resolution: int | None = None) -> Cost:
         from .presets import load_spec
         spec = load_spec(spec)
     res = spec.resolution if resolution is None else _resolution(resolution)
-    rows: list[StageCost] = []
 
     hw = conv_out(res, spec.stem.stride)
     stem = StageCost("stem", "conv", spec.stem.kernel, 1, spec.in_channels, spec.stem.out_channels, res, hw)
-    _Acc(stem).conv_bn(spec.in_channels, spec.stem.out_channels, spec.stem.kernel, hw)
-    rows.append(stem)
-
-    stage_rows = []
-    for i, s in enumerate(spec.stages):
-        stage_rows.append(StageCost(f"stages[{i}]", s.op, s.kernel, s.repeats, 0, s.out_channels, 0, 0))
+    _add(stem, stem_cost(spec.in_channels, spec.stem.out_channels, spec.stem.kernel, spec.stem.stride, res))
+    rows = [stem] + [StageCost(f"stages[{i}]", s.op, s.kernel, s.repeats, 0, s.out_channels, 0, 0)
+                     for i, s in enumerate(spec.stages)]
     for p in iter_layers(spec):
-        row = stage_rows[p.stage_index]
-        s = p.stage
+        row = rows[1 + p.stage_index]
         if p.layer_index == 0:
             row.in_channels, row.in_resolution = p.in_channels, hw
-        hw = _layer(_Acc(row), s.op, p.in_channels, s.out_channels, s.kernel, p.stride, s.expand_ratio,
-                    s.se_ratio, s.skip, hw)
-        row.out_resolution = hw
-    rows.extend(stage_rows)
+        _add(row, layer_cost(p.stage, p.in_channels, p.stride, hw))
+        hw = row.out_resolution = conv_out(hw, p.stride)
 
-    c_last, c_head = spec.stages[-1].out_channels, spec.head.out_channels
+    c_last = spec.stages[-1].out_channels
     head = StageCost("head", "conv", 1, 1, c_last, spec.num_classes, hw, 1)
-    acc = _Acc(head)
-    acc.conv_bn(c_last, c_head, 1, hw)
-    head.flops += c_head * hw * hw  # global adaptive_avg_pool2d
-    head.params += c_head * spec.num_classes + spec.num_classes  # classifier
-    head.flops += c_head * spec.num_classes
+    _add(head, head_cost(c_last, spec.head.out_channels, spec.num_classes, hw))
     rows.append(head)
 
     return Cost(params=sum(r.params for r in rows), flops=sum(r.flops for r in rows), resolution=res, stages=rows)
+
+
+def _add(row: StageCost, c: Count) -> None:
+    row.params += c.params
+    row.flops += c.flops
 
 
 def count_params(model) -> int:

@@ -3,9 +3,12 @@
 Three outputs, one rule each:
 
 * :func:`export_python` writes *code*: one readable file that depends only on
-  torch, with the architecture as a literal per-stage table.  Its module names
-  and parameter shapes equal those of :func:`nas.build.build_model`, so weights
-  load both ways with ``strict=True`` and the outputs are identical.  Nothing
+  torch, with the architecture as a literal per-stage table, followed by the
+  toolkit's own layer code embedded verbatim (``nas/blocks.py``,
+  :func:`nas.spec.plan_layers`, :class:`nas.build.Network`; see ``_EMBEDDED``).
+  Its module names and parameter shapes are those of
+  :func:`nas.build.build_model`, so weights load both ways with ``strict=True``
+  and the outputs are identical; an op added to the toolkit needs no edit here.  Nothing
   from the spec reaches the code unescaped: numbers and strings go through
   ``repr``, the class name must be a plain identifier, and the provenance goes
   into the docstring through :func:`_docstring_literal`.  The result is parsed
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import dataclasses
 import io
 import json
 import keyword
@@ -33,9 +37,9 @@ import tempfile
 import unicodedata
 import warnings
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
-from .spec import Spec, atomic_write_bytes
+from .spec import Spec, Stage, atomic_write_bytes
 
 __all__ = [
     "ExportError",
@@ -51,7 +55,6 @@ __all__ = [
     "export_torchscript",
     "export",
     "load_weights",
-    "calibrate_bn",
     "initialized_model",
     "check_state_dict",
     "fuse_bn",
@@ -81,13 +84,9 @@ class WeightsError(ValueError):
 
 # ------------------------------------------------------------------ class names
 
-# Names the generated module defines or uses itself; a class called like one of
-# them would shadow it and break the file.
-_GENERATED_NAMES = frozenset({
-    "torch", "nn", "annotations", "ACTIVATIONS", "ConvBNAct", "SqueezeExcite", "StochasticDepth", "PoolShortcut",
-    "Layer", "STAGES", "SPEC_NAME", "SPEC_FINGERPRINT", "IN_CHANNELS", "RESOLUTION", "NUM_CLASSES", "ACTIVATION",
-    "STEM", "HEAD_CHANNELS", "DROPOUT", "DROP_CONNECT_RATE", "BN_EPS", "BN_MOMENTUM", "List", "Optional",
-})
+_CONSTANT_NAMES = ("STAGES", "SPEC_NAME", "SPEC_FINGERPRINT", "IN_CHANNELS", "RESOLUTION", "NUM_CLASSES", "ACTIVATION",
+                   "STEM", "HEAD_CHANNELS", "DROPOUT", "DROP_CONNECT_RATE", "BN_EPS", "BN_MOMENTUM")
+"""The constants the generated module defines above its stage table."""
 
 
 def check_class_name(name: str) -> str:
@@ -149,8 +148,7 @@ def _stage_rows(spec: Spec) -> list[tuple]:
     return [tuple(getattr(s, f) for f in _STAGE_COLUMNS) for s in spec.stages]
 
 
-_STAGE_COLUMNS = ("op", "kernel", "stride", "expand_ratio", "se_ratio", "skip", "out_channels", "repeats",
-                  "activation", "se_activation")
+_STAGE_COLUMNS = Stage.FIELDS
 
 
 def _table(rows: list[tuple]) -> str:
@@ -176,8 +174,10 @@ def _module_docstring(spec: Spec, class_name: str) -> str:
         "",
         f"Exported by nas-toolkit {__version__} (nas-export); depends only on torch.  The architecture",
         "is the STAGES table below (one row per stage; only a stage's first layer has the stage's",
-        "stride and the previous stage's width).  Module names and parameter shapes equal those of",
-        "nas.build_model(spec), so weights trained with the toolkit load with strict=True:",
+        "stride and the previous stage's width).  The code below the table is the toolkit's own",
+        "(nas/blocks.py, nas.build.Network, nas.spec.plan_layers), embedded verbatim, so module",
+        "names and parameter shapes equal those of nas.build_model(spec), and weights trained with",
+        "the toolkit load with strict=True:",
         "",
         f"    model = {class_name}()",
         "    model.load_state_dict(torch.load(\"weights.pt\", weights_only=True))",
@@ -191,163 +191,140 @@ def _module_docstring(spec: Spec, class_name: str) -> str:
     return "\n".join(lines)
 
 
-_BODY = '''
-ACTIVATIONS = {
-    "swish": lambda: nn.SiLU(inplace=True),
-    "relu": lambda: nn.ReLU(inplace=True),
-    "relu6": lambda: nn.ReLU6(inplace=True),
-}
+# ------------------------------------------------------------------ embedded code
+#
+# The exported file's layers and network are the toolkit's own code, embedded verbatim
+# (read from the source files, never re-typed here): so adding an op touches its module
+# in nas/blocks.py, its cost in nas/cost.py and its test, and this exporter follows.
+# _embedded_code checks the pieces on the way in: no import of the toolkit survives, only
+# the standard library and torch may be imported, and every name the result uses is defined.
+
+_EMBEDDED = (
+    # (file in nas/, top-level names to embed or None for the whole file after its imports, heading)
+    ("spec.py", ("se_channels", "expanded_channels", "LayerPlan", "plan_layers"),
+     "Width rules and cross-layer rules (width chaining, strides, stochastic-depth ramp)"),
+    ("blocks.py", None, "The layers"),
+    ("build.py", ("Network",), "The network"),
+)
 
 
-class ConvBNAct(nn.Sequential):
-    """Conv (no bias, 'same' padding for odd kernels) -> BN -> optional activation."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel: int = 1, stride: int = 1, groups: int = 1,
-                 activation: Optional[str] = "swish"):
-        layers: List[nn.Module] = [
-            nn.Conv2d(in_channels, out_channels, kernel, stride, padding=(kernel - 1) // 2, groups=groups, bias=False),
-            nn.BatchNorm2d(out_channels, eps=BN_EPS, momentum=BN_MOMENTUM),
-        ]
-        if activation is not None:
-            layers.append(ACTIVATIONS[activation]())
-        super().__init__(*layers)
+class _Embedded(NamedTuple):
+    code: str  # the pieces, in order, under a heading comment each
+    imports: str  # what they need: the standard library and torch only
+    names: frozenset  # the module-level names they define
 
 
-class SqueezeExcite(nn.Module):
-    """x * sigmoid(fc2(act(fc1(avgpool(x))))), with 1x1 convs as the FC layers."""
-
-    def __init__(self, channels: int, squeeze_channels: int, activation: str):
-        super().__init__()
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc1 = nn.Conv2d(channels, squeeze_channels, 1)
-        self.act = ACTIVATIONS[activation]()
-        self.fc2 = nn.Conv2d(squeeze_channels, channels, 1)
-        self.gate = nn.Sigmoid()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = self.gate(self.fc2(self.act(self.fc1(self.avgpool(x)))))
-        return x * scale
-
-
-class StochasticDepth(nn.Module):
-    """Drops the whole residual branch per sample with probability p (training only)."""
-
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = float(p)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        keep = 1.0 - self.p
-        mask = torch.empty([x.shape[0], 1, 1, 1], dtype=x.dtype, device=x.device).bernoulli_(keep)
-        return x * mask / keep
+def _read_piece(file: str, names: tuple[str, ...] | None) -> tuple[str, ast.Module]:
+    text = Path(__file__).with_name(file).read_text(encoding="utf-8")
+    tree = ast.parse(text)
+    lines = text.splitlines(keepends=True)
+    if names is None:
+        header = 0  # the docstring, imports and __all__
+        for i, node in enumerate(tree.body):
+            doc = i == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+            dunder_all = isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["__all__"]
+            if not (doc or dunder_all or isinstance(node, (ast.Import, ast.ImportFrom))):
+                break
+            header = node.end_lineno
+        if any(isinstance(n, (ast.Import, ast.ImportFrom)) for n in tree.body if n.lineno > header):
+            raise ExportError(f"internal error: nas/{file} imports below its header; the exporter cannot embed it")
+        return "".join(lines[header:]).strip("\n") + "\n", tree
+    chunks = []
+    for name in names:
+        node = next((n for n in tree.body if getattr(n, "name", None) == name), None)
+        if node is None:
+            raise ExportError(f"internal error: nas/{file} has no top-level {name} to embed")
+        first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+        chunks.append("".join(lines[first - 1:node.end_lineno]).rstrip("\n") + "\n")
+    return "\n\n".join(chunks), tree
 
 
-class PoolShortcut(nn.Module):
-    """MnasNet's pooling skip: average-pool to the output size, then 1x1 conv + BN to the output width."""
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int):
-        super().__init__()
-        self.pool = nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False) if stride > 1 else nn.Identity()
-        self.proj = ConvBNAct(in_channels, out_channels, 1, activation=None) if in_channels != out_channels else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.pool(x))
-
-
-class Layer(nn.Module):
-    """One layer of a stage: the body, plus a shortcut when the stage's skip applies.
-
-    op "mbconv": 1x1 expand (if the width changes) -> kxk depthwise -> SE -> 1x1 linear projection.
-    op "dwconv": the same with expand ratio 1 (depthwise-separable).
-    op "conv": a full kxk conv -> SE; with expand ratio > 1 a 1x1 linear projection follows (Fused-MBConv).
-    """
-
-    def __init__(self, op: str, in_channels: int, out_channels: int, kernel: int, stride: int, expand_ratio: float,
-                 se_ratio: float, skip: str, activation: str, se_activation: str, drop_path: float):
-        super().__init__()
-        self.has_skip = (skip == "identity" and stride == 1 and in_channels == out_channels) or skip == "pool"
-        if skip == "pool" and (stride != 1 or in_channels != out_channels):
-            self.shortcut: nn.Module = PoolShortcut(in_channels, out_channels, stride)
-        else:
-            self.shortcut = nn.Identity()
-        self.drop_path = StochasticDepth(drop_path if self.has_skip else 0.0)
-        self.body = nn.Sequential()
-        squeeze = max(1, int(in_channels * se_ratio))  # SE width follows the layer's *input* width
-        if op == "conv":
-            fused = expand_ratio != 1
-            mid = int(round(in_channels * expand_ratio)) if fused else out_channels
-            self.body.add_module("conv", ConvBNAct(in_channels, mid, kernel, stride, activation=activation))
-            if se_ratio > 0:
-                self.body.add_module("se", SqueezeExcite(mid, squeeze, se_activation))
-            if fused:
-                self.body.add_module("project", ConvBNAct(mid, out_channels, 1, activation=None))
-        else:
-            mid = int(round(in_channels * expand_ratio))
-            if mid != in_channels:
-                self.body.add_module("expand", ConvBNAct(in_channels, mid, 1, activation=activation))
-            self.body.add_module("depthwise", ConvBNAct(mid, mid, kernel, stride, groups=mid, activation=activation))
-            if se_ratio > 0:
-                self.body.add_module("se", SqueezeExcite(mid, squeeze, se_activation))
-            self.body.add_module("project", ConvBNAct(mid, out_channels, 1, activation=None))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.has_skip:
-            shortcut = self.shortcut(x)
-            return self.drop_path(self.body(x)) + shortcut
-        return self.body(x)
+def _bound_names(tree: ast.AST) -> set[str]:
+    names = set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load):
+            names.add(n.id)
+        elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(n.name)
+        elif isinstance(n, ast.arg):
+            names.add(n.arg)
+        elif isinstance(n, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in n.names)
+        elif isinstance(n, ast.ExceptHandler) and n.name:
+            names.add(n.name)
+    return names
 
 
-class __CLASS__(nn.Module):
-    """stem -> stages -> head -> global average pool -> dropout -> linear classifier."""
+def _embedded_code() -> _Embedded:
+    import sys
+
+    pieces, available = [], {}  # available: bound name -> (module or None, imported name), from the files' imports
+    for file, names, heading in _EMBEDDED:
+        code, tree = _read_piece(file, names)
+        for node in tree.body:
+            if isinstance(node, ast.ImportFrom) and node.module != "__future__":
+                for a in node.names:
+                    available.setdefault(a.asname or a.name, ("." * node.level + (node.module or ""), a.name))
+            elif isinstance(node, ast.Import):
+                for a in node.names:
+                    available.setdefault((a.asname or a.name).split(".")[0], (None, a.name))
+        label = f"nas/{file}" + (f" ({', '.join(names)})" if names else "")
+        pieces.append(f"# {'-' * 70}\n# {heading}:\n# {label}, embedded verbatim.\n\n\n{code}")
+    code = "\n\n".join(pieces)
+    tree = ast.parse(code)
+    defined = _bound_names(tree)
+    loaded = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    needed: dict[str | None, set[str]] = {"typing": {"NamedTuple"}}  # NamedTuple: the generated Stage row type
+    for name in sorted(loaded - defined - set(dir(builtins)) - {"Stage"}):  # Stage: generated, see _stage_type
+        if name not in available:
+            raise ExportError(f"internal error: embedded code uses {name!r}, which nothing defines")
+        module, imported = available[name]
+        if module is not None and module.startswith("."):
+            raise ExportError(f"internal error: embedded code uses {name!r} from nas{module}, which is not embedded "
+                              f"(exported code cannot import the toolkit)")
+        top = (module or imported).split(".")[0]
+        if top != "torch" and top not in sys.stdlib_module_names:
+            raise ExportError(f"internal error: embedded code needs {top}; exported code may import only torch")
+        needed.setdefault(module, set()).add(imported if module is not None else name)
+    plain = sorted(needed.pop(None, ()))
+    stdlib = [m for m in sorted(needed) if m.split(".")[0] != "torch"]
+    lines = ["from __future__ import annotations", ""]
+    lines += [f"from {m} import {', '.join(sorted(needed[m]))}" for m in stdlib] + [""]
+    lines += [f"import {m}" for m in plain]
+    lines += [f"from {m} import {', '.join(sorted(needed[m]))}" for m in sorted(needed) if m not in stdlib]
+    top_level = {t.id for n in tree.body if isinstance(n, (ast.Assign, ast.AnnAssign))
+                 for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Name)}
+    top_level |= {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    return _Embedded(code, "\n".join(lines) + "\n", frozenset(top_level | {"Stage"}))
+
+
+_EMBEDDED_CODE = _embedded_code()
+
+# Names the generated module defines or uses itself; a class called like one of them
+# would shadow it and break the file.
+_GENERATED_NAMES = frozenset(_EMBEDDED_CODE.names | set(_CONSTANT_NAMES) | {"torch", "nn", "annotations"}
+                             | {n.strip() for line in _EMBEDDED_CODE.imports.splitlines() if " import " in line
+                                for n in line.split(" import ", 1)[1].split(",")})
+
+
+def _stage_type() -> str:
+    """The STAGES rows' type: a named tuple with the fields of nas.spec.Stage (generated from it)."""
+    fields = [(f.name, f.type if isinstance(f.type, str) else f.type.__name__) for f in dataclasses.fields(Stage)]
+    if tuple(n for n, _ in fields) != _STAGE_COLUMNS:  # pragma: no cover - would be a bug in nas.spec
+        raise ExportError("internal error: Stage.FIELDS differs from the Stage dataclass")
+    return ('class Stage(NamedTuple):\n    """One row of STAGES (the fields of nas.spec.Stage)."""\n\n'
+            + "".join(f"    {n}: {t}\n" for n, t in fields))
+
+
+_CLASS = '''
+class __CLASS__(Network):
+    """The STAGES table and the constants above, built by Network (the toolkit's own builder)."""
 
     def __init__(self, num_classes: int = NUM_CLASSES, in_channels: int = IN_CHANNELS, dropout: float = DROPOUT,
                  drop_connect_rate: float = DROP_CONNECT_RATE):
-        super().__init__()
-        stem_channels, stem_kernel, stem_stride = STEM
-        self.stem = ConvBNAct(in_channels, stem_channels, stem_kernel, stem_stride, activation=ACTIVATION)
-        n_layers = sum(row[7] for row in STAGES)
-        stages: List[nn.Module] = []
-        width, index = stem_channels, 0
-        for op, kernel, stride, expand_ratio, se_ratio, skip, out_channels, repeats, act, se_act in STAGES:
-            layers: List[nn.Module] = []
-            for i in range(repeats):
-                # Stochastic depth ramps linearly over the global layer index.
-                drop_path = drop_connect_rate * index / n_layers
-                layers.append(Layer(op, width, out_channels, kernel, stride if i == 0 else 1, expand_ratio, se_ratio,
-                                    skip, act, se_act, drop_path))
-                width, index = out_channels, index + 1
-            stages.append(nn.Sequential(*layers))
-        self.stages = nn.Sequential(*stages)
-        self.head = ConvBNAct(width, HEAD_CHANNELS, 1, activation=ACTIVATION)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(HEAD_CHANNELS, num_classes)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        # The reference initialisation (torchvision / TF EfficientNet).
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                r = 1.0 / m.in_features ** 0.5  # PyTorch's default bound; 1/sqrt(out) is tuned for 1000 classes
-                nn.init.uniform_(m.weight, -r, r)
-                nn.init.zeros_(m.bias)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.stages(self.stem(x)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.forward_features(x)
-        x = torch.flatten(self.pool(x), 1)
-        return self.classifier(self.dropout(x))
+        super().__init__([Stage(*row) for row in STAGES], in_channels=in_channels, num_classes=num_classes,
+                         activation=ACTIVATION, stem=STEM, head_channels=HEAD_CHANNELS, dropout=dropout,
+                         drop_connect_rate=drop_connect_rate, bn_eps=BN_EPS, bn_momentum=BN_MOMENTUM)
 
 
 if __name__ == "__main__":
@@ -383,12 +360,14 @@ def export_python(spec, class_name: str | None = None) -> str:
     ]
     parts = [
         _docstring_literal(doc),
-        "from typing import List, Optional\n\nimport torch\nfrom torch import nn\n",
+        _EMBEDDED_CODE.imports,
         f"__all__ = [{class_name!r}]\n",
     ]
     parts.append("\n".join(f"{k} = {v!r}" + (f"  # {c}" if c else "") for k, v, c in constants) + "\n")
-    parts.append("# The architecture, one row per stage.\nSTAGES = [\n" + _table(rows) + "\n]\n")
-    parts.append(_BODY.replace("__CLASS__", class_name))
+    parts.append("# The architecture, one row per stage.\nSTAGES = [\n" + _table(rows) + "\n]\n\n")
+    parts.append(_EMBEDDED_CODE.code + "\n\n# " + "-" * 70 + "\n# The exported architecture.\n\n")
+    parts.append(_stage_type())
+    parts.append(_CLASS.replace("__CLASS__", class_name))
     code = "\n".join(parts)
     _check_generated(code, doc, class_name, rows, constants)
     return code
@@ -497,44 +476,16 @@ def load_weights(spec, path_or_state) -> "torch.nn.Module":
     return model
 
 
-def calibrate_bn(model, resolution: int, in_channels: int, batch: int = 8, seed: int = 0):
-    """Set every BatchNorm's running statistics from one random batch; returns ``model`` in eval mode.
-
-    A freshly initialised EfficientNet shrinks its activations layer by layer (the
-    reference init ignores depthwise groups): B0's logits come out near 1e-14, so a
-    comparison of exported and PyTorch outputs would pass whatever the export did.
-    With calibrated statistics every layer runs at unit scale.  Deterministic for a
-    given ``seed``; the global RNG is left alone.
-    """
-    import torch
-    from torch import nn
-
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average: after one batch, exactly that batch's statistics
-    model.train()
-    try:
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            torch.manual_seed(seed)
-            model(torch.randn(batch, in_channels, resolution, resolution))
-    finally:
-        for m, momentum in zip(bns, momenta):
-            m.momentum = momentum
-        model.eval()
-    return model
-
-
 def initialized_model(spec, seed: int = 0, calibration_resolution: int | None = None):
-    """``build_model(spec)`` with a seeded init and calibrated BN (see :func:`calibrate_bn`).
+    """``build_model(spec)`` with a seeded init and BN statistics from one seeded random batch of 8.
 
     What the exporters use when no weights are given: reproducible, and numerically
-    meaningful to verify.  Calibration runs at ``min(resolution, 128)`` by default, to stay
-    cheap for the large presets.
+    meaningful to verify (see :mod:`nas.bn`).  Calibration runs at ``min(resolution, 128)``
+    by default, to stay cheap for the large presets.
     """
     import torch
 
+    from .bn import recalibrate_bn
     from .build import build_model
     from .presets import load_spec
 
@@ -543,7 +494,8 @@ def initialized_model(spec, seed: int = 0, calibration_resolution: int | None = 
         torch.manual_seed(seed)
         model = build_model(spec)
     res = calibration_resolution or min(spec.resolution, 128)
-    return calibrate_bn(model, res, spec.in_channels, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    return recalibrate_bn(model, [torch.randn(8, spec.in_channels, res, res, generator=g)])
 
 
 def _model(spec, weights, resolution):

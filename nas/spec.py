@@ -27,7 +27,9 @@ The document (format ``nas-spec``, version 1)::
     }
 
 Conventions (the materializer in :mod:`nas.build` and the cost model in
-:mod:`nas.cost` both follow them):
+:mod:`nas.cost` both follow them; the cross-layer ones are :func:`plan_layers`,
+and each op's module and cost are registered under its name in
+:data:`nas.blocks.LAYERS` and :data:`nas.cost.LAYER_COSTS`):
 
 * A stage repeats one layer ``repeats`` times; only the first layer has the stage's
   stride and the previous stage's output width as input.
@@ -74,6 +76,7 @@ __all__ = [
     "atomic_write_text",
     "atomic_write_bytes",
     "LayerPlan",
+    "plan_layers",
     "iter_layers",
     "se_channels",
     "expanded_channels",
@@ -472,21 +475,27 @@ class LayerPlan(NamedTuple):
     drop_path: float
 
 
-def iter_layers(spec: Spec) -> Iterator[LayerPlan]:
-    """Every layer with its input width, stride and stochastic-depth rate.
+def plan_layers(stages, in_channels: int, drop_connect_rate: float) -> Iterator[LayerPlan]:
+    """The cross-layer rules, over plain stage rows (anything with ``stride``, ``out_channels``, ``repeats``).
 
     Only a stage's first layer has the stage's stride and the previous width; the
     drop rate ramps linearly over the global layer index (torchvision's rule).
+    Exported Python code embeds this function verbatim (:mod:`nas.export`), so it
+    uses nothing but its arguments.
     """
-    total = spec.n_layers
-    in_ch = spec.stem.out_channels
+    total = sum(stage.repeats for stage in stages)
     g = 0
-    for si, stage in enumerate(spec.stages):
+    for si, stage in enumerate(stages):
         for li in range(stage.repeats):
-            yield LayerPlan(si, li, g, stage, in_ch, stage.stride if li == 0 else 1,
-                            spec.drop_connect_rate * g / total)
-            in_ch = stage.out_channels
+            yield LayerPlan(si, li, g, stage, in_channels, stage.stride if li == 0 else 1,
+                            drop_connect_rate * g / total)
+            in_channels = stage.out_channels
             g += 1
+
+
+def iter_layers(spec: Spec) -> Iterator[LayerPlan]:
+    """Every layer of ``spec`` with its input width, stride and stochastic-depth rate (see :func:`plan_layers`)."""
+    return plan_layers(spec.stages, spec.stem.out_channels, spec.drop_connect_rate)
 
 
 def _no_duplicate_keys(pairs: list) -> dict:

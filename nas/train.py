@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from .augment import augment_batch
+from .bn import recalibrate_bn
 from .build import build_model
 from .spec import Spec
 
@@ -257,31 +258,6 @@ def _is_oom(e: BaseException) -> bool:
                                             or "not enough memory" in msg)
 
 
-def recalibrate_bn(model: nn.Module, batches) -> None:
-    """Re-estimate BatchNorm running statistics as exact averages over ``batches``.
-
-    Stochastic depth and dropout stay off (eval mode) so that the statistics are
-    those of the deterministic network that is evaluated.
-    """
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not bns:
-        return
-    model.eval()
-    saved = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the batches below
-        m.train()
-    try:
-        with torch.no_grad():
-            for x, _ in batches:
-                model(x.contiguous(memory_format=MEMORY_FORMAT))
-    finally:
-        for m, mom in zip(bns, saved):
-            m.momentum = mom
-        model.eval()
-
-
 def evaluate(model: nn.Module, loader) -> tuple[float, float]:
     """(top-1 accuracy, mean cross-entropy) of ``model`` over ``loader``."""
     model.eval()
@@ -427,7 +403,8 @@ def train_and_evaluate(spec: Spec, dataset, *, epochs: float = 1, steps: int | N
                 done_epochs = step / steps_per_epoch
                 # evaluation: BN statistics first (see the module docstring), then the held-out split
                 if rec.bn_recalibration > 0:
-                    recalibrate_bn(model, _take(calib_loader, rec.bn_recalibration))
+                    recalibrate_bn(model, (x.contiguous(memory_format=MEMORY_FORMAT)
+                                           for x, _ in _take(calib_loader, rec.bn_recalibration)))
                 acc, vloss = evaluate(model, val_loader)
                 if not math.isfinite(vloss):
                     raise _Diverged(f"held-out loss became {vloss} after step {step}")

@@ -179,31 +179,24 @@ def _safe_multipliers(phi: float, alpha: float, beta: float, gamma: float) -> Mu
 def estimate_params(base: Spec, *, width: float = 1.0, depth: float = 1.0) -> int:
     """Parameters of ``scale_spec(base, width=, depth=)`` computed without building (or validating) it.
 
-    Exact: parameters do not depend on resolution, and every layer of a stage
-    after the first has the same count, so a stage of ``n`` layers costs
-    ``first + (n - 1) * second`` — cheap even for absurd repeat counts.
+    Exact: a plain sum of the per-layer costs (:mod:`nas.cost`).  Parameters do not
+    depend on resolution, and every layer of a stage after the first has the same
+    count, so a stage of ``n`` layers costs ``first + (n - 1) * rest`` — cheap even
+    for absurd repeat counts.
     """
-    from nas.cost import cost
+    from nas.cost import head_cost, layer_cost, stem_cost
+    from nas.spec import plan_layers
 
-    stages = []
-    repeats = []
-    for s in base.stages:
-        n = round_repeats(s.repeats, depth)
-        repeats.append(n)
-        stages.append(dataclasses.replace(s, out_channels=round_filters(s.out_channels, width), repeats=min(n, 2)))
-    probe = dataclasses.replace(base, stem=dataclasses.replace(base.stem, out_channels=round_filters(base.stem.out_channels, width)),
-                                head=dataclasses.replace(base.head, out_channels=round_filters(base.head.out_channels, width)),
-                                stages=tuple(stages), provenance={})
-    c = cost(probe, resolution=1)
-    total = c.stages[0].params + c.stages[-1].params  # stem, head + classifier
-    for row, n, s in zip(c.stages[1:-1], repeats, stages):
-        if s.repeats == 1:
-            total += row.params
-        else:
-            single = cost(dataclasses.replace(probe, stages=tuple(dataclasses.replace(t, repeats=1) if t is s else t
-                                                                   for t in probe.stages)), resolution=1)
-            first = single.stages[1 + stages.index(s)].params
-            total += first + (n - 1) * (row.params - first)
+    stem_channels = round_filters(base.stem.out_channels, width)
+    repeats = [round_repeats(s.repeats, depth) for s in base.stages]
+    stages = [dataclasses.replace(s, out_channels=round_filters(s.out_channels, width), repeats=min(n, 2))
+              for s, n in zip(base.stages, repeats)]
+    total = stem_cost(base.in_channels, stem_channels, base.stem.kernel, base.stem.stride, 1).params
+    for p in plan_layers(stages, stem_channels, 0.0):
+        layer = layer_cost(p.stage, p.in_channels, p.stride, 1).params
+        total += layer if p.layer_index == 0 else (repeats[p.stage_index] - 1) * layer
+    total += head_cost(stages[-1].out_channels, round_filters(base.head.out_channels, width), base.num_classes,
+                       1).params
     return int(total)
 
 

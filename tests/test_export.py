@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import nas.export as ex
+from nas.bn import recalibrate_bn
 from nas.build import build_model
 from nas.presets import load_spec
 from nas.spec import Spec
@@ -89,7 +90,8 @@ def calibrated_state(spec: Spec, seed: int = 0) -> dict:
     """Seeded weights with BN statistics from 32 random images: unit-scale, well-conditioned outputs."""
     torch.manual_seed(seed)
     model = build_model(spec)
-    return ex.calibrate_bn(model, spec.resolution, spec.in_channels, batch=32, seed=seed).state_dict()
+    x = torch.randn(32, spec.in_channels, spec.resolution, spec.resolution, generator=torch.Generator().manual_seed(seed))
+    return recalibrate_bn(model, [x]).state_dict()
 
 
 def x_for(spec: Spec, batch: int = 2, seed: int = 1) -> torch.Tensor:
@@ -163,7 +165,7 @@ def test_python_is_a_literal_table_that_needs_only_torch():
     tree = ast.parse(code)
     imports = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imports |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    assert imports == {"torch", "typing"}
+    assert imports == {"__future__", "torch", "typing"}
     names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
     assert not names & {"open", "json", "eval", "exec", "__import__", "compile"}
     table = next(n.value for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "STAGES")
@@ -171,7 +173,7 @@ def test_python_is_a_literal_table_that_needs_only_torch():
     assert rows == [(s.op, s.kernel, s.stride, s.expand_ratio, s.se_ratio, s.skip, s.out_channels, s.repeats,
                      s.activation, s.se_activation) for s in spec.stages]
     assert json.loads(ast.get_docstring(tree).split("Provenance (JSON):\n", 1)[1]) == spec.provenance
-    assert "class MnasnetA1(nn.Module):" in code
+    assert "class MnasnetA1(Network):" in code
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
@@ -308,7 +310,7 @@ def test_any_name_and_provenance_round_trip_as_data(name, provenance):
 
 
 @pytest.mark.parametrize("bad", ["class", "1Net", "my-net", "", "My Net", "int", "object", "torch", "nn", "STAGES",
-                                 "Layer", "ConvBNAct", "__init__", "\uff49\uff4e\uff54", "match", "a\nb", "Net;x"])
+                                 "Network", "MBConv", "plan_layers", "Stage", "ConvBNAct", "__init__", "\uff49\uff4e\uff54", "match", "a\nb", "Net;x"])
 def test_bad_class_names_are_refused(bad):
     with pytest.raises(ValueError) as info:
         ex.export_python(b0_small(), class_name=bad)
@@ -317,7 +319,7 @@ def test_bad_class_names_are_refused(bad):
 
 @pytest.mark.parametrize("good", ["MyNet", "Net_2", "_Private", "Ünet"])
 def test_good_class_names_are_kept(good):
-    assert f"class {good}(nn.Module):" in ex.export_python(b0_small(), class_name=good)
+    assert f"class {good}(Network):" in ex.export_python(b0_small(), class_name=good)
 
 
 # --------------------------------------------------------------------------- weights
@@ -514,7 +516,7 @@ def test_cli_writes_python(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "class B0" in out.stdout and out.stderr == ""
     code = (tmp_path / "b0.py").read_text()
-    assert "class B0(nn.Module):" in code and "efficientnet-b0" in code
+    assert "class B0(Network):" in code and "efficientnet-b0" in code
 
 
 def test_cli_writes_onnx_and_torchscript(tmp_path):
