@@ -1,0 +1,201 @@
+"""Latency backends: where and how a module is timed.  A registry, :data:`BACKENDS`.
+
+Contract (``tests/test_latency.py`` runs one suite against every registered backend):
+
+* ``unavailable()`` -> ``None`` or a one-line reason (no GPU, package missing);
+* ``device()`` -> what runs the module (``"cpu"``, ``"cuda:0 NVIDIA H200"``);
+* ``versions()`` -> the library versions that decide the timings;
+* ``measure(module, x, threads=, warmup=, runs=)`` -> ``runs`` wall-clock seconds of one
+  forward pass each, after ``warmup`` untimed passes, in eval mode without autograd,
+  with the backend's thread count fixed to ``threads`` and restored afterwards.
+
+Whole networks and table entries go through the same ``measure``, so a prediction
+and the measurement it is checked against differ only in what is timed.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import platform
+import sys
+import time
+import warnings
+
+__all__ = ["Backend", "BACKENDS", "get_backend", "BackendUnavailable", "machine"]
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend cannot run here (no GPU, a package missing)."""
+
+
+def machine() -> dict:
+    """The CPU a measurement ran on (a table built elsewhere does not predict this machine)."""
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpu": cpu or "unknown", "cores": os.cpu_count() or 0, "system": platform.system()}
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+class Backend:
+    name = ""
+
+    def unavailable(self) -> str | None:
+        return None
+
+    def check(self) -> None:
+        reason = self.unavailable()
+        if reason:
+            raise BackendUnavailable(f"backend {self.name}: {reason}")
+
+    def device(self) -> str:
+        return "cpu"
+
+    def versions(self) -> dict:
+        import torch
+
+        return {"python": sys.version.split()[0], "torch": torch.__version__}
+
+    def measure(self, module, x, *, threads: int, warmup: int, runs: int) -> list[float]:
+        raise NotImplementedError
+
+
+class TorchCPU(Backend):
+    """PyTorch eager on the CPU, ``torch.set_num_threads(threads)``."""
+
+    name = "torch"
+
+    def measure(self, module, x, *, threads, warmup, runs):
+        import torch
+
+        module = module.eval()
+        times = []
+        with _torch_threads(threads), torch.no_grad():
+            for _ in range(warmup):
+                module(x)
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                module(x)
+                times.append(time.perf_counter() - t0)
+        return times
+
+
+class OnnxRuntimeCPU(Backend):
+    """onnxruntime's CPU execution provider on the module exported by torch.onnx (legacy exporter).
+
+    The runtime an exported model runs in; graph optimisations on (BN folded into
+    convs, as in deployment), ``intra_op_num_threads = threads``, sequential execution.
+    """
+
+    name = "onnxruntime"
+
+    def unavailable(self):
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            return "onnxruntime is not installed (pip install nas-toolkit[export])"
+        return None
+
+    def versions(self):
+        import onnxruntime
+
+        return {**super().versions(), "onnxruntime": onnxruntime.__version__}
+
+    def measure(self, module, x, *, threads, warmup, runs):
+        import onnxruntime as ort
+        import torch
+
+        buf = io.BytesIO()
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the deprecation notice of the TorchScript-based exporter
+            # legacy exporter: about 10x faster per layer than dynamo, and it keeps BN in eval mode
+            torch.onnx.export(module.eval(), (x,), buf, dynamo=False, input_names=["input"],
+                              output_names=["output"], do_constant_folding=True)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        sess = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
+        feed = {"input": x.numpy()}
+        for _ in range(warmup):
+            sess.run(None, feed)
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            sess.run(None, feed)
+            times.append(time.perf_counter() - t0)
+        return times
+
+
+class TorchCUDA(Backend):
+    """PyTorch eager on a GPU, timed with CUDA events around each synchronised pass."""
+
+    name = "cuda"
+
+    def unavailable(self):
+        import torch
+
+        if not torch.cuda.is_available():
+            return "no CUDA device is available on this machine"
+        return None
+
+    def device(self):
+        import torch
+
+        i = torch.cuda.current_device()
+        return f"cuda:{i} {torch.cuda.get_device_name(i)}"
+
+    def versions(self):
+        import torch
+
+        return {**super().versions(), "cuda": torch.version.cuda or ""}
+
+    def measure(self, module, x, *, threads, warmup, runs):
+        import torch
+
+        module = module.eval().cuda()
+        x = x.cuda()
+        times = []
+        with _torch_threads(threads), torch.no_grad():
+            for _ in range(max(1, warmup)):  # the first pass pays for cuDNN's algorithm choice
+                module(x)
+            torch.cuda.synchronize()
+            for _ in range(runs):
+                start = torch.cuda.Event(enable_timing=True)
+                end = torch.cuda.Event(enable_timing=True)
+                start.record()
+                module(x)
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end) / 1e3)  # ms -> s
+        return times
+
+
+BACKENDS: dict[str, Backend] = {b.name: b for b in (TorchCPU(), OnnxRuntimeCPU(), TorchCUDA())}
+
+
+def get_backend(name: str) -> Backend:
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        raise KeyError(f"unknown latency backend {name!r}; backends: {', '.join(BACKENDS)}") from None
