@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shlex
 import sys
 from pathlib import Path
 
-from . import ArgumentParser, UsageError, command, positive_int, tune_allocator
+from . import ArgumentParser, RuntimeFailure, UsageError, command, positive_int, tune_allocator
 from ..spec import MAX_RESOLUTION
 
 DEFAULT_SPACE = "mnasnet-b0"  # search_spaces.DEFAULT_SPACE, read lazily
@@ -55,6 +54,8 @@ def _parser() -> ArgumentParser:
                    help="input resolution (default: the space's, 224 for mnasnet-b0)")
     t.add_argument("--warmup", type=_nonneg_int("--warmup"), default=5, help="untimed passes (default 5)")
     t.add_argument("--runs", type=positive_int("--runs"), default=15, help="timed passes; the median counts (default 15)")
+    t.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="wall (default) or cpu: the thread's CPU time, with --threads 1 only; robust on a busy machine")
     t.add_argument("--fit-networks", type=positive_int("--fit-networks"), default=8,
                    help="whole networks the overhead is fitted on: the skeleton + random members (default 8)")
     t.add_argument("--fit-model", choices=tuple(FIT_MODELS), default="constant", help="default constant")
@@ -114,17 +115,8 @@ def _space(name: str):
         raise UsageError(str(e.args[0])) from None
 
 
-def _members(space, n: int, seed: int, resolution: int, skeleton_first: bool) -> list:
-    """``n`` members of ``space`` at ``resolution``: the skeleton first if asked, then seeded random ones."""
-    rng = random.Random(seed)
-    out = [space.base.replace(resolution=resolution, name=space.skeleton)] if skeleton_first else []
-    while len(out) < n:
-        out.append(space.decode(space.sample(rng)).replace(resolution=resolution, name=f"{space.name}-member-{len(out)}"))
-    return out
-
-
 def _table(args) -> int:
-    from ..latency import TableError, build_table, fit_overhead, new_table, space_entries
+    from ..latency import TableError, build_table, fit_overhead, new_table, space_entries, space_members
     from ..latency._build import check_same_setup
 
     space = _space(args.space)
@@ -137,11 +129,13 @@ def _table(args) -> int:
         raise UsageError(f"--output {out} is a directory")
     if not out.parent.is_dir():
         raise UsageError(f"--output {out}: folder {out.parent} does not exist")
+    if args.clock == "cpu" and (args.threads != 1 or not backend.cpu_clock):
+        raise UsageError(f"--clock cpu times one CPU thread: it needs --threads 1 and a CPU backend")
     if args.threads > 1:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see nas-train --threads
     entries = space_entries(space, resolution)
     wanted = new_table(space=space.name, resolution=resolution, backend=backend, threads=args.threads,
-                       warmup=args.warmup, runs=args.runs, expected_entries=len(entries),
+                       warmup=args.warmup, runs=args.runs, clock=args.clock, expected_entries=len(entries),
                        fit_networks=args.fit_networks, fit_model=args.fit_model)
     if out.exists():
         table = _load_table(str(out))
@@ -161,8 +155,11 @@ def _table(args) -> int:
         print(f"{out}: {len(table.entries)} of {len(entries)} entries ({len(table.entries) - before} measured now); "
               f"rerun the same command to continue")
         return 0
-    nets = _members(space, args.fit_networks, args.seed, resolution, skeleton_first=True)
-    fit_overhead(table, nets, backend, path=out, progress=not args.quiet)
+    nets = space_members(space, args.fit_networks, args.seed, resolution, skeleton_first=True)
+    try:
+        fit_overhead(table, nets, backend, path=out, progress=not args.quiet)
+    except TableError as e:  # the measured fit networks are kept: `refit --model constant` needs no measuring
+        raise RuntimeFailure(f"{out}: {e}") from None
     table.save(out)
     print(f"{out}: {len(table.entries)} entries, {table.describe()}; fit ({table.fit['model']}) on "
           f"{len(table.fit['networks'])} networks: scale {table.scale:.4f}, overhead {table.overhead * 1e3:.3f} ms")
@@ -181,7 +178,7 @@ def _check_here(table, backend) -> None:
 
 
 def _validate(args, argv) -> int:
-    from ..latency import TableError, validate, write_report
+    from ..latency import TableError, space_members, validate, write_report
 
     table = _load_table(args.table)
     if not table.complete:
@@ -194,7 +191,7 @@ def _validate(args, argv) -> int:
     out_dir = Path(args.output_dir) if args.output_dir else None
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--output-dir {out_dir} exists and is not a directory")
-    members = _members(space, args.n, args.seed, table.resolution, skeleton_first=False)
+    members = space_members(space, args.n, args.seed, table.resolution, skeleton_first=False)
     tune_allocator()
     try:
         report = validate(table, members, backend, warmup=args.warmup, runs=args.runs, progress=not args.quiet)

@@ -18,14 +18,30 @@ from ._backends import Backend, machine
 from ._keys import Entry, spec_entries
 from ._table import LatencyTable, TableError
 
-__all__ = ["new_table", "measure_entry", "measure_network", "build_table", "fit_overhead"]
+__all__ = ["space_members", "new_table", "measure_entry", "measure_network", "build_table", "fit_overhead"]
+
+
+def space_members(space, n: int, seed: int, resolution: int, skeleton_first: bool = False) -> list[Spec]:
+    """``n`` members of ``space`` at ``resolution``: its skeleton first if asked, then seeded random ones.
+
+    The fit networks of ``nas-latency table`` (seed 0, skeleton first) and the members
+    of ``nas-latency validate`` (seed 1) both come from here.
+    """
+    import random
+
+    rng = random.Random(seed)
+    out = [space.base.replace(resolution=resolution, name=space.skeleton)] if skeleton_first else []
+    while len(out) < n:
+        out.append(space.decode(space.sample(rng)).replace(resolution=resolution,
+                                                             name=f"{space.name}-member-{len(out)}"))
+    return out
 
 
 def new_table(*, space: str, resolution: int, backend: Backend, threads: int, warmup: int, runs: int,
-              expected_entries: int, fit_networks: int, fit_model: str = "constant") -> LatencyTable:
+              clock: str = "wall", expected_entries: int, fit_networks: int, fit_model: str = "constant") -> LatencyTable:
     return LatencyTable(space=space, resolution=resolution, backend=backend.name, device=backend.device(),
                         threads=threads, machine=machine(), versions=backend.versions(),
-                        protocol={"batch": 1, "warmup": warmup, "runs": runs, "statistic": "median"},
+                        protocol={"batch": 1, "warmup": warmup, "runs": runs, "statistic": "median", "clock": clock},
                         expected_entries=expected_entries,
                         fit={"model": fit_model, "expected": fit_networks, "networks": []})
 
@@ -40,15 +56,17 @@ def check_same_setup(existing: LatencyTable, wanted: LatencyTable, path) -> None
                          f"use another --output or the same options")
 
 
-def measure_entry(entry: Entry, backend: Backend, *, threads: int, warmup: int, runs: int) -> float:
+def measure_entry(entry: Entry, backend: Backend, *, threads: int, warmup: int, runs: int,
+                  clock: str = "wall") -> float:
     """Median seconds of ``entry`` alone, as the builder makes it, at batch 1."""
     from ._modules import entry_module
 
     module, x = entry_module(entry)
-    return statistics.median(backend.measure(module, x, threads=threads, warmup=warmup, runs=runs))
+    return statistics.median(backend.measure(module, x, threads=threads, warmup=warmup, runs=runs, clock=clock))
 
 
-def measure_network(spec: Spec, backend: Backend, *, threads: int, warmup: int, runs: int, seed: int = 0) -> float:
+def measure_network(spec: Spec, backend: Backend, *, threads: int, warmup: int, runs: int, clock: str = "wall",
+                    seed: int = 0) -> float:
     """Median seconds of the whole materialized ``spec`` at batch 1 (what a prediction is checked against)."""
     import torch
 
@@ -58,7 +76,7 @@ def measure_network(spec: Spec, backend: Backend, *, threads: int, warmup: int, 
         torch.manual_seed(seed)
         model = build_model(spec).eval()
         x = torch.randn(1, spec.in_channels, spec.resolution, spec.resolution)
-    return statistics.median(backend.measure(model, x, threads=threads, warmup=warmup, runs=runs))
+    return statistics.median(backend.measure(model, x, threads=threads, warmup=warmup, runs=runs, clock=clock))
 
 
 def _bar(total: int, desc: str, progress: bool):
@@ -86,7 +104,8 @@ def build_table(table: LatencyTable, entries: dict[str, Entry], backend: Backend
     done = 0
     try:
         for key in todo:
-            table.entries[key] = measure_entry(entries[key], backend, threads=table.threads, warmup=warmup, runs=runs)
+            table.entries[key] = measure_entry(entries[key], backend, threads=table.threads, warmup=warmup, runs=runs,
+                                               clock=table.protocol["clock"])
             done += 1
             if on_entry is not None:
                 on_entry(key, table.entries[key])
@@ -123,7 +142,8 @@ def fit_overhead(table: LatencyTable, networks: Iterable[Spec], backend: Backend
     try:
         for spec in todo:
             total = math.fsum(s for _, _, s in predict_breakdown(spec, table))
-            measured = measure_network(spec, backend, threads=table.threads, warmup=warmup, runs=runs)
+            measured = measure_network(spec, backend, threads=table.threads, warmup=warmup, runs=runs,
+                                       clock=table.protocol["clock"])
             table.fit["networks"].append({"name": spec.name, "fingerprint": spec.fingerprint(), "measured": measured,
                                           "sum": total})
             if bar is not None:

@@ -8,7 +8,7 @@
       "backend": "torch", "device": "cpu", "threads": 1,
       "machine": {"cpu": "AMD EPYC", "cores": 2, "system": "Linux"},
       "versions": {"python": "3.11.2", "torch": "2.13.0+cpu"},
-      "protocol": {"batch": 1, "warmup": 5, "runs": 15, "statistic": "median"},
+      "protocol": {"batch": 1, "warmup": 5, "runs": 15, "statistic": "median", "clock": "wall"},
       "expected_entries": 2086,
       "entries": {"stem c3-32 k3 s2 r224 swish": 0.00112, ...},          # seconds
       "fit": {"model": "constant", "expected": 8,
@@ -177,7 +177,7 @@ class LatencyTable:
                 raise _err(p, "must be an object with name, fingerprint, measured, sum")
             _seconds(n["measured"], p + ".measured")
             _seconds(n["sum"], p + ".sum")
-        scale = _seconds(d["scale"], "scale")
+        scale = _seconds(d["scale"], "scale", allow_negative=True)
         if scale <= 0:
             raise _err("scale", f"must be > 0, got {scale}")
         overhead = d["overhead"]
@@ -188,6 +188,8 @@ class LatencyTable:
             raise _err("protocol", "must be an object")
         for k in ("batch", "warmup", "runs"):
             _int(protocol.get(k), f"protocol.{k}", 0 if k == "warmup" else 1)
+        if protocol.get("clock") not in ("wall", "cpu"):  # nas.latency._backends.CLOCKS (kept torch-free here)
+            raise _err("protocol.clock", f"must be wall or cpu, got {json.dumps(protocol.get('clock')) if _plain(protocol.get('clock')) else '?'}")
         return cls(space=_str(d["space"], "space"), resolution=_int(d["resolution"], "resolution", 1),
                    backend=_str(d["backend"], "backend"), device=_str(d["device"], "device"),
                    threads=_int(d["threads"], "threads", 1), machine=_str_map(d["machine"], "machine"),
@@ -219,7 +221,11 @@ class LatencyTable:
         """Fit ``scale`` and ``overhead`` by least squares on the stored fit networks."""
         model = model or self.fit["model"]
         nets = self.fit["networks"]
-        self.scale, self.overhead = fit_linear(model, [n["sum"] for n in nets], [n["measured"] for n in nets])
+        scale, overhead = fit_linear(model, [n["sum"] for n in nets], [n["measured"] for n in nets])
+        if not scale > 0:
+            raise TableError(f"the {model} fit on {len(nets)} networks gives scale {scale:.3g}: too few or too noisy "
+                             f"fit networks for it; use the constant model")
+        self.scale, self.overhead = scale, overhead
         self.fit["model"] = model
 
     # ------------------------------------------------------------ state
@@ -228,7 +234,7 @@ class LatencyTable:
         return len(self.entries) >= self.expected_entries and self.overhead is not None
 
     def describe(self) -> str:
-        return (f"{self.backend} on {self.device}, {self.threads} thread(s), space {self.space} at "
+        return (f"{self.backend} on {self.device}, {self.threads} thread(s), {self.protocol['clock']} clock, space {self.space} at "
                 f"{self.resolution} px, {self.machine.get('cpu', '?')}")
 
     def setup(self) -> dict:
