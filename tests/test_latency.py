@@ -492,3 +492,26 @@ def test_train_device_cpu_is_the_default():
 def test_train_on_cuda_matches_cpu_up_to_rounding():
     a, b = _tiny_train("cpu"), _tiny_train("cuda")
     assert not b.failed and abs(a.loss - b.loss) < 0.05  # bf16 autocast: equal up to rounding
+
+
+# ---------------------------------------------------------------- the fastest member (a target below it cannot be met)
+
+
+def test_fastest_member_is_the_minimum_prediction(space):
+    from nas.latency import fastest_member
+
+    keys = space_entries(space, RES)
+    # arbitrary but fixed seconds per entry, unrelated to size, so the minimum is not the obvious smallest net
+    values = {k: (int.from_bytes(k.encode()[-6:], "big") % 997 + 1) * 1e-6 for k in keys}
+    table = _table(values, overhead=1e-3)
+    fastest = fastest_member(space, table)
+    best = predict(fastest, table)
+    rng = random.Random(11)
+    for _ in range(300):
+        assert predict(space.decode(space.sample(rng)).replace(resolution=RES), table) >= best
+    choices = space.encode(fastest.replace(resolution=space.base.resolution))
+    for nb in space.neighbours(choices):  # no single change makes it faster
+        assert predict(space.decode(nb).replace(resolution=RES), table) >= best - 1e-15
+    del table.entries[spec_entries(fastest)[3][1].key]
+    with pytest.raises(MissingEntryError, match="no entry for layer"):
+        fastest_member(space, table)

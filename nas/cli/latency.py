@@ -166,19 +166,8 @@ def _table(args) -> int:
     return 0
 
 
-def _check_here(table, backend) -> None:
-    """Measuring here only checks a table that was measured on this set-up."""
-    from ..latency import machine
-
-    here = {"device": backend.device(), "cpu": machine()["cpu"], "versions": backend.versions()}
-    there = {"device": table.device, "cpu": table.machine.get("cpu"), "versions": table.versions}
-    for k in here:
-        if here[k] != there[k]:
-            raise UsageError(f"the table was measured on another set-up ({k}: {there[k]} there, {here[k]} here)")
-
-
 def _validate(args, argv) -> int:
-    from ..latency import TableError, space_members, validate, write_report
+    from ..latency import TableError, check_environment, space_members, validate, write_report
 
     table = _load_table(args.table)
     if not table.complete:
@@ -186,7 +175,10 @@ def _validate(args, argv) -> int:
                          f"entries, overhead {'fitted' if table.overhead is not None else 'not fitted'}); "
                          f"finish it with nas-latency table")
     backend = _backend(table.backend)
-    _check_here(table, backend)
+    try:
+        check_environment(table, backend)
+    except TableError as e:
+        raise UsageError(f"{args.table}: {e}") from None
     space = _space(table.space)
     out_dir = Path(args.output_dir) if args.output_dir else None
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():

@@ -17,17 +17,19 @@ Importing this package is torch-free; measuring imports torch.
 from __future__ import annotations
 
 from ._backends import BACKENDS, Backend, BackendUnavailable, get_backend, machine
-from ._build import build_table, space_members, fit_overhead, measure_entry, measure_network, new_table
+from ._build import (build_table, check_environment, fit_overhead, measure_entry, measure_network, new_table,
+                     space_members)
 from ._keys import Entry, space_entries, spec_entries
 from ._meter import Latency, LatencyMeter, measure_latency
-from ._table import FORMAT, VERSION, LatencyTable, MissingEntryError, TableError, predict, predict_breakdown
+from ._table import (FORMAT, VERSION, LatencyTable, MissingEntryError, TableError, fastest_member, predict,
+                     predict_breakdown)
 from ._validate import agreement, validate, write_report
 
 __all__ = [
     "Latency", "LatencyMeter", "measure_latency",
-    "LatencyTable", "TableError", "MissingEntryError", "predict", "predict_breakdown", "FORMAT", "VERSION",
+    "LatencyTable", "TableError", "MissingEntryError", "predict", "predict_breakdown", "fastest_member", "FORMAT", "VERSION",
     "Entry", "spec_entries", "space_entries",
     "Backend", "BACKENDS", "BackendUnavailable", "get_backend", "machine",
-    "space_members", "new_table", "build_table", "fit_overhead", "measure_entry", "measure_network",
+    "check_environment", "space_members", "new_table", "build_table", "fit_overhead", "measure_entry", "measure_network",
     "agreement", "validate", "write_report",
 ]

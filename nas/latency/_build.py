@@ -18,7 +18,7 @@ from ._backends import Backend, machine
 from ._keys import Entry, spec_entries
 from ._table import LatencyTable, TableError
 
-__all__ = ["space_members", "new_table", "measure_entry", "measure_network", "build_table", "fit_overhead"]
+__all__ = ["check_environment", "space_members", "new_table", "measure_entry", "measure_network", "build_table", "fit_overhead"]
 
 
 def space_members(space, n: int, seed: int, resolution: int, skeleton_first: bool = False) -> list[Spec]:
@@ -54,6 +54,17 @@ def check_same_setup(existing: LatencyTable, wanted: LatencyTable, path) -> None
         k = diff[0]
         raise TableError(f"{path} is a latency table for another set-up ({k}: {a[k]} there, {b[k]} here); "
                          f"use another --output or the same options")
+
+
+def check_environment(table: LatencyTable, backend: Backend) -> None:
+    """Measuring here can only check (or extend) a table that was measured on this set-up."""
+    here = {"backend": backend.name, "device": backend.device(), "cpu": machine()["cpu"],
+            "versions": backend.versions()}
+    there = {"backend": table.backend, "device": table.device, "cpu": table.machine.get("cpu"),
+             "versions": table.versions}
+    for k in here:
+        if here[k] != there[k]:
+            raise TableError(f"the table was measured on another set-up ({k}: {there[k]} there, {here[k]} here)")
 
 
 def measure_entry(entry: Entry, backend: Backend, *, threads: int, warmup: int, runs: int,

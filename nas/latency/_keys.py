@@ -98,7 +98,7 @@ def _stem(spec: Spec) -> Entry:
                  spec.stem.stride, activation=spec.activation)
 
 
-def _tail(spec: Spec, in_channels: int, resolution: int) -> list[tuple[str, Entry]]:
+def tail_entries(spec: Spec, in_channels: int, resolution: int) -> list[tuple[str, Entry]]:
     head = spec.head.out_channels
     return [("head", Entry("head", in_channels, head, resolution, activation=spec.activation)),
             ("pool", Entry("pool", head, head, resolution)),
@@ -116,10 +116,10 @@ def spec_entries(spec: Spec) -> list[tuple[str, Entry]]:
                         s.out_channels, res, s.activation, s.se_activation)
         out.append((f"stages[{p.stage_index}].{p.layer_index}", e))
         res = e.out_resolution
-    return out + _tail(spec, spec.stages[-1].out_channels, res)
+    return out + tail_entries(spec, spec.stages[-1].out_channels, res)
 
 
-def _stage_variants(space: Any, skeleton: Spec) -> list[set]:
+def stage_variants(space: Any, skeleton: Spec) -> list[set]:
     """Every Stage object each stage of ``space`` can decode to (others held at the skeleton's choices).
 
     The space's parameters are named ``s<stage>_<choice>`` (see search_spaces/mnasnet.py);
@@ -148,7 +148,7 @@ def space_entries(space: Any, resolution: int | None = None) -> dict[str, Entry]
     every stage sees is fixed.
     """
     skeleton = space.base if resolution is None else space.base.replace(resolution=resolution)
-    variants = _stage_variants(space, skeleton)
+    variants = stage_variants(space, skeleton)
     stem = _stem(skeleton)
     out: dict[str, Entry] = {stem.key: stem}
     in_widths = {stem.out_channels}
@@ -169,7 +169,7 @@ def space_entries(space: Any, resolution: int | None = None) -> dict[str, Entry]
         in_widths = {v.out_channels for v in variants[i]}
         res = next_res
     for cin in sorted(in_widths):
-        for _, e in _tail(skeleton, cin, res):
+        for _, e in tail_entries(skeleton, cin, res):
             out.setdefault(e.key, e)
     return out
 

@@ -38,9 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from ..spec import Spec, atomic_write_text
-from ._keys import spec_entries
+from ._keys import Entry, conv_out, spec_entries, stage_variants, tail_entries
 
-__all__ = ["FORMAT", "VERSION", "FIT_MODELS", "fit_linear", "TableError", "MissingEntryError", "LatencyTable", "predict", "predict_breakdown"]
+__all__ = ["FORMAT", "VERSION", "FIT_MODELS", "fit_linear", "TableError", "MissingEntryError", "LatencyTable", "predict", "predict_breakdown", "fastest_member"]
 
 FORMAT = "nas-latency-table"
 VERSION = 1
@@ -273,3 +273,49 @@ def predict(spec: Spec, table: LatencyTable) -> float:
         raise TableError(f"the latency table has no fitted overhead yet ({len(table.fit['networks'])} of "
                          f"{table.fit['expected']} fit networks measured): run `nas-latency table` again to finish it")
     return table.scale * math.fsum(s for _, _, s in rows) + table.overhead
+
+
+def fastest_member(space: Any, table: LatencyTable) -> Spec:
+    """The member of ``space`` (at the table's resolution) with the smallest prediction.
+
+    Exact, by dynamic programming over the stages: a prediction is a sum, and a
+    stage's cost depends only on its own choices and the previous stage's width.
+    A target latency below ``predict(fastest_member(space, table), table)`` cannot be met.
+    """
+    skeleton = space.base.replace(resolution=table.resolution)
+    variants = stage_variants(space, skeleton)
+
+    def t(e: Entry) -> float:
+        try:
+            return table.entries[e.key]
+        except KeyError:
+            raise MissingEntryError(f"the latency table has no entry for {e.key}; it covers space {table.space} at "
+                                    f"{table.resolution} px with {len(table.entries)} of {table.expected_entries} "
+                                    f"entries") from None
+
+    spec_stem = spec_entries(skeleton)[0][1]
+    # width -> (seconds so far, stages chosen so far)
+    best: dict[int, tuple[float, tuple]] = {spec_stem.out_channels: (t(spec_stem), ())}
+    res = spec_stem.out_resolution
+    for stage, options in zip(skeleton.stages, variants):
+        nxt: dict[int, tuple[float, tuple]] = {}
+        out_res = conv_out(res, stage.stride)
+        for v in sorted(options, key=lambda s: s.short()):
+            rest = 0.0
+            if v.repeats > 1:
+                rest = (v.repeats - 1) * t(Entry.layer(v.op, v.expand_ratio, v.kernel, 1, v.se_ratio, v.skip,
+                                                       v.out_channels, v.out_channels, out_res, v.activation,
+                                                       v.se_activation))
+            for cin, (sofar, chosen) in best.items():
+                first = t(Entry.layer(v.op, v.expand_ratio, v.kernel, v.stride, v.se_ratio, v.skip, cin,
+                                      v.out_channels, res, v.activation, v.se_activation))
+                total = sofar + first + rest
+                if v.out_channels not in nxt or total < nxt[v.out_channels][0]:
+                    nxt[v.out_channels] = (total, chosen + (v,))
+        best, res = nxt, out_res
+    fastest = min(best.items(), key=lambda kv: kv[1][0] + _tail_seconds(skeleton, kv[0], res, t))
+    return skeleton.replace(stages=fastest[1][1], name=f"{space.name}-fastest")
+
+
+def _tail_seconds(skeleton: Spec, width: int, res: int, t) -> float:
+    return math.fsum(t(e) for _, e in tail_entries(skeleton, width, res))
