@@ -515,3 +515,11 @@ def test_fastest_member_is_the_minimum_prediction(space):
     del table.entries[spec_entries(fastest)[3][1].key]
     with pytest.raises(MissingEntryError, match="no entry for layer"):
         fastest_member(space, table)
+
+
+def test_reading_a_table_and_predicting_do_not_import_torch():
+    code = ("import sys, nas.latency, nas.cli.latency\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0, r.stderr
