@@ -181,6 +181,7 @@ def test_table_json_round_trip_and_validation(tmp_path):
         ({**good, "fit": {"model": "cubic", "expected": 1, "networks": []}}, "fit.model"),
         ({**good, "scale": 0}, "scale: must be > 0"),
         ({**good, "protocol": {**good["protocol"], "clock": "sundial"}}, "protocol.clock: must be wall or cpu"),
+        ({**good, "protocol": {**good["protocol"], "evict_bytes": -1}}, "protocol.evict_bytes: must be an integer >= 0"),
     ]
     for d, msg in bad_cases:
         with pytest.raises(TableError, match=msg):
@@ -213,6 +214,9 @@ def test_backend_contract(name):
     # 64x64x64 5x5 conv (~420M multiply-adds) against an 8-channel 1x1 at 4 px: orders of magnitude apart
     assert sorted(t_big)[1] > 20 * sorted(t_small)[1]
     assert backend.device() and "torch" in backend.versions()
+    if backend.cpu_clock:  # the cache sweep before each pass is untimed and changes nothing else
+        t = backend.measure(small, x_small, threads=1, warmup=0, runs=2, clock="cpu", evict_bytes=1 << 20)
+        assert len(t) == 2 and all(v > 0 for v in t)
 
 
 def test_cuda_backend_refuses_without_a_gpu():
@@ -320,6 +324,7 @@ def test_cli_table_in_pieces_and_refusals(tmp_path, capsys):
     for argv, msg in [(["--backend", "tpu"], "unknown latency backend 'tpu'"),
                       (["--space", "nope"], "unknown search space 'nope'"),
                       (["--runs", 0], "--runs must be >= 1"),
+                      (["--evict-mb", "-1"], "--evict-mb must be a finite number >= 0"),
                       (["--output", tmp_path / "no" / "t.json"], "does not exist")]:
         assert _cli("table", "--output", tmp_path / "x.json", *argv) == 2
         _one_line_error(capsys, msg)

@@ -37,6 +37,18 @@ def _nonneg_int(label: str):
     return parse
 
 
+def _nonneg_float(label: str):
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise UsageError(f"{label} must be a number, got {text!r}") from None
+        if not 0 <= v < float("inf"):
+            raise UsageError(f"{label} must be a finite number >= 0, got {text!r}")
+        return v
+    return parse
+
+
 def _parser() -> ArgumentParser:
     from ..latency import BACKENDS
     from ..latency._table import FIT_MODELS
@@ -56,6 +68,8 @@ def _parser() -> ArgumentParser:
     t.add_argument("--runs", type=positive_int("--runs"), default=15, help="timed passes; the median counts (default 15)")
     t.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="wall (default) or cpu: the thread's CPU time, with --threads 1 only; robust on a busy machine")
+    t.add_argument("--evict-mb", type=_nonneg_float("--evict-mb"), default=0.0,
+                   help="before each timed pass, sweep this many MB to evict the caches (CPU backends; default 0: off)")
     t.add_argument("--fit-networks", type=positive_int("--fit-networks"), default=8,
                    help="whole networks the overhead is fitted on: the skeleton + random members (default 8)")
     t.add_argument("--fit-model", choices=tuple(FIT_MODELS), default="constant", help="default constant")
@@ -131,11 +145,14 @@ def _table(args) -> int:
         raise UsageError(f"--output {out}: folder {out.parent} does not exist")
     if args.clock == "cpu" and (args.threads != 1 or not backend.cpu_clock):
         raise UsageError(f"--clock cpu times one CPU thread: it needs --threads 1 and a CPU backend")
+    if args.evict_mb and backend.name == "cuda":
+        raise UsageError("--evict-mb is for the CPU backends")
     if args.threads > 1:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see nas-train --threads
     entries = space_entries(space, resolution)
     wanted = new_table(space=space.name, resolution=resolution, backend=backend, threads=args.threads,
-                       warmup=args.warmup, runs=args.runs, clock=args.clock, expected_entries=len(entries),
+                       warmup=args.warmup, runs=args.runs, clock=args.clock,
+                       evict_bytes=int(args.evict_mb * 2**20), expected_entries=len(entries),
                        fit_networks=args.fit_networks, fit_model=args.fit_model)
     if out.exists():
         table = _load_table(str(out))

@@ -17,6 +17,12 @@ idle machine; measured here under load 11 on 2 cores, whole 32-px networks took
 5-7x their layers' summed wall time but 1.2-1.9x their summed CPU time.  With
 one thread the CPU clock is what the pass costs, preemption excluded.
 
+Cache eviction (``evict_bytes``, CPU backends): inside a network a layer's weights
+have been pushed out of the core's caches by the layers between two passes, while
+its input was just written by the layer before; timed alone and repeated, a layer
+finds both in cache.  With ``evict_bytes > 0`` every timed pass is preceded
+(untimed) by a write sweep over a buffer of that size, then a read of the input.
+
 Whole networks and table entries go through the same ``measure``, so a prediction
 and the measurement it is checked against differ only in what is timed.
 """
@@ -86,8 +92,25 @@ class Backend:
 
     cpu_clock = True  # whether the pass runs in the calling thread with one thread (the cpu clock is valid)
 
-    def measure(self, module, x, *, threads: int, warmup: int, runs: int, clock: str = "wall") -> list[float]:
+    def measure(self, module, x, *, threads: int, warmup: int, runs: int, clock: str = "wall",
+                evict_bytes: int = 0) -> list[float]:
         raise NotImplementedError
+
+    @staticmethod
+    def evictor(evict_bytes: int, x):
+        """An untimed step before each pass: evict the caches, then bring the input back (see the module doc)."""
+        import numpy as np
+
+        if evict_bytes <= 0:
+            return lambda: None
+        buf = np.zeros(max(1, evict_bytes // 8))
+        xs = np.asarray(x)
+
+        def evict() -> None:
+            buf.__iadd__(1.0)  # a write sweep: every line of the buffer is pulled in and dirtied
+            xs.sum()
+
+        return evict
 
     def timer(self, clock: str, threads: int):
         if clock not in CLOCKS:
@@ -103,16 +126,18 @@ class TorchCPU(Backend):
 
     name = "torch"
 
-    def measure(self, module, x, *, threads, warmup, runs, clock="wall"):
+    def measure(self, module, x, *, threads, warmup, runs, clock="wall", evict_bytes=0):
         import torch
 
         clock_fn = self.timer(clock, threads)
+        evict = self.evictor(evict_bytes, x.numpy())
         module = module.eval()
         times = []
         with _torch_threads(threads), torch.no_grad():
             for _ in range(warmup):
                 module(x)
             for _ in range(runs):
+                evict()
                 t0 = clock_fn()
                 module(x)
                 times.append(clock_fn() - t0)
@@ -140,7 +165,7 @@ class OnnxRuntimeCPU(Backend):
 
         return {**super().versions(), "onnxruntime": onnxruntime.__version__}
 
-    def measure(self, module, x, *, threads, warmup, runs, clock="wall"):
+    def measure(self, module, x, *, threads, warmup, runs, clock="wall", evict_bytes=0):
         import onnxruntime as ort
         import torch
 
@@ -159,10 +184,12 @@ class OnnxRuntimeCPU(Backend):
         opts.log_severity_level = 3
         sess = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
         feed = {"input": x.numpy()}
+        evict = self.evictor(evict_bytes, feed["input"])
         for _ in range(warmup):
             sess.run(None, feed)
         times = []
         for _ in range(runs):
+            evict()
             t0 = clock_fn()
             sess.run(None, feed)
             times.append(clock_fn() - t0)
@@ -193,10 +220,12 @@ class TorchCUDA(Backend):
 
         return {**super().versions(), "cuda": torch.version.cuda or ""}
 
-    def measure(self, module, x, *, threads, warmup, runs, clock="wall"):
+    def measure(self, module, x, *, threads, warmup, runs, clock="wall", evict_bytes=0):
         import torch
 
         self.timer(clock, threads)  # refuses the cpu clock: the work runs on the GPU
+        if evict_bytes:
+            raise ValueError("cache eviction is for the CPU backends")
         module = module.eval().cuda()
         x = x.cuda()
         times = []

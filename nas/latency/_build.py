@@ -38,10 +38,11 @@ def space_members(space, n: int, seed: int, resolution: int, skeleton_first: boo
 
 
 def new_table(*, space: str, resolution: int, backend: Backend, threads: int, warmup: int, runs: int,
-              clock: str = "wall", expected_entries: int, fit_networks: int, fit_model: str = "constant") -> LatencyTable:
+              clock: str = "wall", evict_bytes: int = 0, expected_entries: int, fit_networks: int, fit_model: str = "constant") -> LatencyTable:
     return LatencyTable(space=space, resolution=resolution, backend=backend.name, device=backend.device(),
                         threads=threads, machine=machine(), versions=backend.versions(),
-                        protocol={"batch": 1, "warmup": warmup, "runs": runs, "statistic": "median", "clock": clock},
+                        protocol={"batch": 1, "warmup": warmup, "runs": runs, "statistic": "median", "clock": clock,
+                                  "evict_bytes": evict_bytes},
                         expected_entries=expected_entries,
                         fit={"model": fit_model, "expected": fit_networks, "networks": []})
 
@@ -68,16 +69,17 @@ def check_environment(table: LatencyTable, backend: Backend) -> None:
 
 
 def measure_entry(entry: Entry, backend: Backend, *, threads: int, warmup: int, runs: int,
-                  clock: str = "wall") -> float:
+                  clock: str = "wall", evict_bytes: int = 0) -> float:
     """Median seconds of ``entry`` alone, as the builder makes it, at batch 1."""
     from ._modules import entry_module
 
     module, x = entry_module(entry)
-    return statistics.median(backend.measure(module, x, threads=threads, warmup=warmup, runs=runs, clock=clock))
+    return statistics.median(backend.measure(module, x, threads=threads, warmup=warmup, runs=runs, clock=clock,
+                                             evict_bytes=evict_bytes))
 
 
 def measure_network(spec: Spec, backend: Backend, *, threads: int, warmup: int, runs: int, clock: str = "wall",
-                    seed: int = 0) -> float:
+                    evict_bytes: int = 0, seed: int = 0) -> float:
     """Median seconds of the whole materialized ``spec`` at batch 1 (what a prediction is checked against)."""
     import torch
 
@@ -87,7 +89,8 @@ def measure_network(spec: Spec, backend: Backend, *, threads: int, warmup: int, 
         torch.manual_seed(seed)
         model = build_model(spec).eval()
         x = torch.randn(1, spec.in_channels, spec.resolution, spec.resolution)
-    return statistics.median(backend.measure(model, x, threads=threads, warmup=warmup, runs=runs, clock=clock))
+    return statistics.median(backend.measure(model, x, threads=threads, warmup=warmup, runs=runs, clock=clock,
+                                             evict_bytes=evict_bytes))
 
 
 def _bar(total: int, desc: str, progress: bool):
@@ -116,7 +119,8 @@ def build_table(table: LatencyTable, entries: dict[str, Entry], backend: Backend
     try:
         for key in todo:
             table.entries[key] = measure_entry(entries[key], backend, threads=table.threads, warmup=warmup, runs=runs,
-                                               clock=table.protocol["clock"])
+                                               clock=table.protocol["clock"],
+                                               evict_bytes=table.protocol["evict_bytes"])
             done += 1
             if on_entry is not None:
                 on_entry(key, table.entries[key])
@@ -154,7 +158,7 @@ def fit_overhead(table: LatencyTable, networks: Iterable[Spec], backend: Backend
         for spec in todo:
             total = math.fsum(s for _, _, s in predict_breakdown(spec, table))
             measured = measure_network(spec, backend, threads=table.threads, warmup=warmup, runs=runs,
-                                       clock=table.protocol["clock"])
+                                       clock=table.protocol["clock"], evict_bytes=table.protocol["evict_bytes"])
             table.fit["networks"].append({"name": spec.name, "fingerprint": spec.fingerprint(), "measured": measured,
                                           "sum": total})
             if bar is not None:

@@ -8,7 +8,8 @@
       "backend": "torch", "device": "cpu", "threads": 1,
       "machine": {"cpu": "AMD EPYC", "cores": 2, "system": "Linux"},
       "versions": {"python": "3.11.2", "torch": "2.13.0+cpu"},
-      "protocol": {"batch": 1, "warmup": 5, "runs": 15, "statistic": "median", "clock": "wall"},
+      "protocol": {"batch": 1, "warmup": 5, "runs": 15, "statistic": "median", "clock": "wall",
+                   "evict_bytes": 0},
       "expected_entries": 2086,
       "entries": {"stem c3-32 k3 s2 r224 swish": 0.00112, ...},          # seconds
       "fit": {"model": "constant", "expected": 8,
@@ -186,8 +187,8 @@ class LatencyTable:
         protocol = d["protocol"]
         if not isinstance(protocol, dict):
             raise _err("protocol", "must be an object")
-        for k in ("batch", "warmup", "runs"):
-            _int(protocol.get(k), f"protocol.{k}", 0 if k == "warmup" else 1)
+        for k in ("batch", "warmup", "runs", "evict_bytes"):
+            _int(protocol.get(k), f"protocol.{k}", 0 if k in ("warmup", "evict_bytes") else 1)
         if protocol.get("clock") not in ("wall", "cpu"):  # nas.latency._backends.CLOCKS (kept torch-free here)
             raise _err("protocol.clock", f"must be wall or cpu, got {json.dumps(protocol.get('clock')) if _plain(protocol.get('clock')) else '?'}")
         return cls(space=_str(d["space"], "space"), resolution=_int(d["resolution"], "resolution", 1),

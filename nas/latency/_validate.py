@@ -56,7 +56,8 @@ def validate(table: LatencyTable, members: Sequence[Spec], backend: Backend, *, 
             for spec, row in zip(members, rows):
                 t = time.perf_counter()
                 row[key] = measure_network(spec, backend, threads=table.threads, warmup=warmup, runs=runs,
-                                           clock=table.protocol["clock"])
+                                           clock=table.protocol["clock"],
+                                           evict_bytes=table.protocol["evict_bytes"])
                 measure_seconds.append(time.perf_counter() - t)
                 if bar is not None:
                     bar.update(1)
@@ -76,7 +77,7 @@ def validate(table: LatencyTable, members: Sequence[Spec], backend: Backend, *, 
         "seconds_per_prediction": predict_seconds,
         "seconds_per_measurement": sum(measure_seconds) / len(measure_seconds),
         "protocol": {"batch": 1, "warmup": warmup, "runs": runs, "statistic": "median",
-                     "clock": table.protocol["clock"]},
+                     "clock": table.protocol["clock"], "evict_bytes": table.protocol["evict_bytes"]},
         "table": {"space": table.space, "resolution": table.resolution, "backend": table.backend,
                   "device": table.device, "threads": table.threads, "machine": table.machine,
                   "versions": table.versions, "entries": len(table.entries), "overhead": table.overhead},
