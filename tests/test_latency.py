@@ -387,6 +387,31 @@ def test_cli_validate(covering_table, tmp_path, capsys):
     assert (out / "validate.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_validate_resumes_from_its_checkpoint(covering_table, tmp_path, space, monkeypatch):
+    import nas.latency._validate as v
+
+    table = LatencyTable.load(covering_table)
+    members = space_members(space, 3, 1, RES)
+    calls = []
+
+    def fake(spec, backend, **kw):
+        calls.append(spec.fingerprint())
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return 0.001 * len(calls)
+
+    monkeypatch.setattr(v, "measure_network", fake)
+    ck = tmp_path / "ck.json"
+    with pytest.raises(KeyboardInterrupt):
+        v.validate(table, members, BACKENDS["torch"], checkpoint=ck)
+    assert len(json.loads(ck.read_text())["measured"]) == 2
+    r = v.validate(table, members, BACKENDS["torch"], checkpoint=ck)
+    assert len(calls) == 3 + 4  # 6 measurements in all: 2 kept, the interrupted one and 3 more
+    assert [row["measured"] for row in r["rows"][:2]] == [0.001, 0.002]
+    other = v.validate(table, members[:2], BACKENDS["torch"], checkpoint=ck)  # other members: a fresh start
+    assert len(calls) == 7 + 4 and other["n"] == 2
+
+
 def test_cli_validate_refusals(covering_table, tmp_path, capsys):
     t = LatencyTable.load(covering_table)
     other = tmp_path / "other.json"

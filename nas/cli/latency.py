@@ -184,7 +184,7 @@ def _table(args) -> int:
 
 
 def _validate(args, argv) -> int:
-    from ..latency import TableError, check_environment, space_members, validate, write_report
+    from ..latency import TableError, check_environment, predict, space_members, validate, write_report
 
     table = _load_table(args.table)
     if not table.complete:
@@ -201,13 +201,21 @@ def _validate(args, argv) -> int:
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--output-dir {out_dir} exists and is not a directory")
     members = space_members(space, args.n, args.seed, table.resolution, skeleton_first=False)
+    for spec in members:  # before any measuring: a member with a piece the table lacks means another space
+        try:
+            predict(spec, table)
+        except TableError as e:
+            raise UsageError(str(e)) from None
     tune_allocator()
-    try:
-        report = validate(table, members, backend, warmup=args.warmup, runs=args.runs, progress=not args.quiet)
-    except TableError as e:  # a member with a piece the table lacks: the table is not for this space
-        raise UsageError(str(e)) from None
+    checkpoint = None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint = out_dir / ".validate-partial.json"  # rerun the same command to resume
+    report = validate(table, members, backend, warmup=args.warmup, runs=args.runs, progress=not args.quiet,
+                      checkpoint=checkpoint)
     if out_dir is not None:
         write_report(report, out_dir, "nas-latency " + " ".join(shlex.quote(a) for a in argv))
+        checkpoint.unlink(missing_ok=True)
     if args.json:
         keys = ("n", "within_10pct", "rmspe", "mean_error", "worst_error", "seconds_per_prediction",
                 "seconds_per_measurement")
@@ -223,7 +231,8 @@ def _validate(args, argv) -> int:
             f"noise floor (measured twice): {nz['within_10pct']:.1%} within ±10 %, RMSPE {nz['rmspe']:.1%}, "
             f"worst {nz['worst_error']:+.1%}\n"
             f"per spec: predicting {report['seconds_per_prediction'] * 1e6:.0f} µs, measuring "
-            f"{report['seconds_per_measurement']:.2f} s\n")
+            + (f"{report['seconds_per_measurement']:.2f} s\n" if report["seconds_per_measurement"] else
+               "(all measurements from the checkpoint)\n"))
     return 0
 
 

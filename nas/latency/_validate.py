@@ -7,6 +7,7 @@ floor: what a perfect predictor would score against one measurement.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -35,10 +36,31 @@ def agreement(predicted: Sequence[float], measured: Sequence[float], tolerance: 
             "worst_error": errors[worst], "worst_index": worst}
 
 
+def _load_checkpoint(path: Path | None, ident: dict) -> dict:
+    if path is None or not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}  # a torn checkpoint is only a cache: measure again
+    if not isinstance(data, dict) or data.get("ident") != ident or not isinstance(data.get("measured"), dict):
+        return {}
+    return data["measured"]
+
+
 def validate(table: LatencyTable, members: Sequence[Spec], backend: Backend, *, warmup: int | None = None,
-             runs: int | None = None, progress: bool = False) -> dict:
+             runs: int | None = None, progress: bool = False, checkpoint: str | Path | None = None) -> dict:
+    """Predict and measure (twice) every member; ``checkpoint`` (a JSON file) makes it resumable.
+
+    Every measurement is written to ``checkpoint`` as it is made; a rerun with the same
+    table, protocol and members takes them from there and measures only the rest.
+    """
     warmup = table.protocol["warmup"] if warmup is None else warmup
     runs = table.protocol["runs"] if runs is None else runs
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
+    ident = {"table": hashlib.sha256(json.dumps(table.to_dict(), sort_keys=True).encode()).hexdigest()[:16],
+             "warmup": warmup, "runs": runs, "members": [s.fingerprint() for s in members]}
+    done = _load_checkpoint(checkpoint, ident)
     rows = []
     t0 = time.perf_counter()
     for spec in members:
@@ -53,12 +75,21 @@ def validate(table: LatencyTable, members: Sequence[Spec], backend: Backend, *, 
     measure_seconds = []
     try:
         for key in ("measured", "measured_again"):
-            for spec, row in zip(members, rows):
+            for i, (spec, row) in enumerate(zip(members, rows)):
+                ck = f"{key}:{i}"
+                if ck in done:
+                    row[key] = float(done[ck])
+                    if bar is not None:
+                        bar.update(1)
+                    continue
                 t = time.perf_counter()
                 row[key] = measure_network(spec, backend, threads=table.threads, warmup=warmup, runs=runs,
                                            clock=table.protocol["clock"],
                                            evict_bytes=table.protocol["evict_bytes"])
                 measure_seconds.append(time.perf_counter() - t)
+                done[ck] = row[key]
+                if checkpoint is not None:
+                    atomic_write_text(checkpoint, json.dumps({"ident": ident, "measured": done}))
                 if bar is not None:
                     bar.update(1)
     finally:
@@ -75,7 +106,7 @@ def validate(table: LatencyTable, members: Sequence[Spec], backend: Backend, *, 
         "noise": {**noise, "worst": {"fingerprint": wn["fingerprint"], "measured": wn["measured"],
                                      "measured_again": wn["measured_again"]}},
         "seconds_per_prediction": predict_seconds,
-        "seconds_per_measurement": sum(measure_seconds) / len(measure_seconds),
+        "seconds_per_measurement": sum(measure_seconds) / len(measure_seconds) if measure_seconds else None,
         "protocol": {"batch": 1, "warmup": warmup, "runs": runs, "statistic": "median",
                      "clock": table.protocol["clock"], "evict_bytes": table.protocol["evict_bytes"]},
         "table": {"space": table.space, "resolution": table.resolution, "backend": table.backend,
