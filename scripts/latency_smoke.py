@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from nas.cli import tune_allocator  # noqa: E402
-from nas.latency import (BACKENDS, build_table, fit_overhead, new_table, predict, space_entries,  # noqa: E402,F401
-                         space_members, spec_entries, validate)
+from nas.latency import (BACKENDS, build_table, fit_overhead, new_table, space_members, spec_entries,  # noqa: E402
+                         validate)
 from nas.spec import atomic_write_text  # noqa: E402
 from search_spaces import get_space  # noqa: E402
 

@@ -19,11 +19,11 @@ import torch
 
 import nas
 from nas.build import build_model
-from nas.latency import (BACKENDS, Entry, LatencyTable, MissingEntryError, TableError, build_table, fit_overhead,
+from nas.latency import (BACKENDS, Entry, LatencyTable, MissingEntryError, TableError, build_table, fit_linear,
+                         fit_overhead,
                          get_backend, measure_latency, new_table, predict, predict_breakdown, space_entries,
                          space_members, spec_entries)
 from nas.latency._modules import entry_module
-from nas.latency._table import fit_linear
 from search_spaces import get_space
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -50,8 +50,7 @@ def _nonneg_float(label: str):
 
 
 def _parser() -> ArgumentParser:
-    from ..latency import BACKENDS
-    from ..latency._table import FIT_MODELS
+    from ..latency import BACKENDS, FIT_MODELS
 
     ap = ArgumentParser(prog="nas-latency", description="Per-layer latency tables: build, validate, predict.")
     sub = ap.add_subparsers(dest="cmd", metavar="{table,validate,predict,refit}")
@@ -130,8 +129,8 @@ def _space(name: str):
 
 
 def _table(args) -> int:
-    from ..latency import TableError, build_table, fit_overhead, new_table, space_entries, space_members
-    from ..latency._build import check_same_setup
+    from ..latency import (TableError, build_table, check_same_setup, fit_overhead, new_table, space_entries,
+                           space_members)
 
     space = _space(args.space)
     backend = _backend(args.backend)
@@ -144,7 +143,7 @@ def _table(args) -> int:
     if not out.parent.is_dir():
         raise UsageError(f"--output {out}: folder {out.parent} does not exist")
     if args.clock == "cpu" and (args.threads != 1 or not backend.cpu_clock):
-        raise UsageError(f"--clock cpu times one CPU thread: it needs --threads 1 and a CPU backend")
+        raise UsageError("--clock cpu times one CPU thread: it needs --threads 1 and a CPU backend")
     if args.evict_mb and backend.name == "cuda":
         raise UsageError("--evict-mb is for the CPU backends")
     if args.threads > 1:

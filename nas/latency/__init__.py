@@ -16,20 +16,27 @@ Importing this package is torch-free; measuring imports torch.
 """
 from __future__ import annotations
 
-from ._backends import BACKENDS, Backend, BackendUnavailable, get_backend, machine
-from ._build import (build_table, check_environment, fit_overhead, measure_entry, measure_network, new_table,
-                     space_members)
+from ._backends import BACKENDS, CLOCKS, Backend, BackendUnavailable, get_backend, machine
+from ._build import (build_table, check_environment, check_same_setup, fit_overhead, measure_entry,
+                     measure_network, new_table, space_members)
 from ._keys import Entry, space_entries, spec_entries
 from ._meter import Latency, LatencyMeter, measure_latency
-from ._table import (FORMAT, VERSION, LatencyTable, MissingEntryError, TableError, fastest_member, predict,
-                     predict_breakdown)
+from ._table import (FIT_MODELS, FORMAT, VERSION, LatencyTable, MissingEntryError, TableError, fastest_member,
+                     fit_linear, predict, predict_breakdown)
 from ._validate import agreement, validate, write_report
 
 __all__ = [
+    # measured (the search's --target-latency)
     "Latency", "LatencyMeter", "measure_latency",
-    "LatencyTable", "TableError", "MissingEntryError", "predict", "predict_breakdown", "fastest_member", "FORMAT", "VERSION",
+    # the table and the predictor (torch-free)
+    "LatencyTable", "TableError", "MissingEntryError", "FORMAT", "VERSION", "predict", "predict_breakdown",
+    "fastest_member", "FIT_MODELS", "fit_linear",
+    # what the table is keyed by
     "Entry", "spec_entries", "space_entries",
-    "Backend", "BACKENDS", "BackendUnavailable", "get_backend", "machine",
-    "check_environment", "space_members", "new_table", "build_table", "fit_overhead", "measure_entry", "measure_network",
+    # backends and measuring
+    "Backend", "BACKENDS", "CLOCKS", "BackendUnavailable", "get_backend", "machine",
+    "check_environment", "check_same_setup", "space_members", "new_table", "build_table", "fit_overhead",
+    "measure_entry", "measure_network",
+    # validation
     "agreement", "validate", "write_report",
 ]

@@ -15,10 +15,10 @@ from typing import Callable, Iterable
 
 from ..spec import Spec
 from ._backends import Backend, machine
-from ._keys import Entry, spec_entries
+from ._keys import Entry
 from ._table import LatencyTable, TableError
 
-__all__ = ["check_environment", "space_members", "new_table", "measure_entry", "measure_network", "build_table", "fit_overhead"]
+__all__ = ["check_environment", "check_same_setup", "space_members", "new_table", "measure_entry", "measure_network", "build_table", "fit_overhead"]
 
 
 def space_members(space, n: int, seed: int, resolution: int, skeleton_first: bool = False) -> list[Spec]:
@@ -175,7 +175,3 @@ def fit_overhead(table: LatencyTable, networks: Iterable[Spec], backend: Backend
     if path is not None:
         table.save(path)
     return table.overhead
-
-
-def spec_keys(spec: Spec) -> dict[str, Entry]:
-    return {e.key: e for _, e in spec_entries(spec)}

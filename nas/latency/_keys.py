@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from ..spec import Spec, expanded_channels, iter_layers
 
-__all__ = ["Entry", "conv_out", "spec_entries", "space_entries"]
-
-KINDS = ("stem", "layer", "head", "pool", "classifier")
+__all__ = ["Entry", "conv_out", "effective_skip", "spec_entries", "space_entries", "stage_variants", "tail_entries"]
 
 
 def conv_out(resolution: int, stride: int) -> int:
@@ -172,8 +170,3 @@ def space_entries(space: Any, resolution: int | None = None) -> dict[str, Entry]
         for _, e in tail_entries(skeleton, cin, res):
             out.setdefault(e.key, e)
     return out
-
-
-def iter_keys(spec: Spec) -> Iterator[str]:
-    for _, e in spec_entries(spec):
-        yield e.key
