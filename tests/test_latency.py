@@ -331,6 +331,16 @@ def test_cli_table_in_pieces_and_refusals(tmp_path, capsys):
     assert not (tmp_path / "x.json").exists()
 
 
+def test_cli_table_onnxruntime(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "ort.json"
+    assert _cli("table", "--backend", "onnxruntime", "--resolution", RES, "--warmup", 0, "--runs", 1,
+                "--output", out, "--quiet", "--limit", 2) == 0
+    t = LatencyTable.load(out)
+    assert t.backend == "onnxruntime" and "onnxruntime" in t.versions and len(t.entries) == 2
+    assert capsys.readouterr().err == ""  # the exporter's warnings stay out of the command's output
+
+
 @pytest.mark.skipif(HAS_CUDA, reason="a GPU is present")
 def test_cli_cuda_without_gpu_is_a_usage_error(tmp_path, capsys):
     assert _cli("table", "--backend", "cuda", "--output", tmp_path / "t.json") == 2
