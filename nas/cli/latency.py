@@ -224,7 +224,7 @@ def _validate(args, argv) -> int:
     else:
         nz = report["noise"]
         sys.stdout.write(
-            f"{report['n']} members of {table.space} at {table.resolution} px, {table.describe()}\n"
+            f"{report['n']} random members; table: {table.describe()}\n"
             f"predicted vs measured: {report['within_10pct']:.1%} within ±10 %, RMSPE {report['rmspe']:.1%}, "
             f"worst {report['worst_error']:+.1%}\n"
             f"noise floor (measured twice): {nz['within_10pct']:.1%} within ±10 %, RMSPE {nz['rmspe']:.1%}, "
