@@ -261,9 +261,11 @@ def _is_oom(e: BaseException) -> bool:
 def evaluate(model: nn.Module, loader) -> tuple[float, float]:
     """(top-1 accuracy, mean cross-entropy) of ``model`` over ``loader``."""
     model.eval()
+    device = _device_of(model)
     correct, total, loss_sum = 0, 0, 0.0
     with torch.no_grad():
         for x, y in loader:
+            x, y = x.to(device), y.to(device)
             out = model(x.contiguous(memory_format=MEMORY_FORMAT))
             loss_sum += float(nn.functional.cross_entropy(out, y, reduction="sum"))
             correct += int((out.argmax(1) == y).sum())
@@ -299,7 +301,8 @@ def train_and_evaluate(spec: Spec, dataset, *, epochs: float = 1, steps: int | N
                        recipe: str | Recipe = "efficientnet", seed: int = 0, limit_train: int | None = None,
                        limit_val: int | None = None, progress: bool = False,
                        on_epoch: Callable[[int, float], bool | None] | None = None, return_model: bool = False,
-                       lr: float | None = None, augment: bool | None = None) -> TrainResult:
+                       lr: float | None = None, augment: bool | None = None,
+                       device: torch.device | str | None = None) -> TrainResult:
     """Train ``spec`` on ``dataset`` (a :class:`nas.data.Dataset`) and evaluate on its held-out split.
 
     ``epochs`` may be fractional; ``steps`` (if given) sets the budget in optimizer
@@ -308,8 +311,11 @@ def train_and_evaluate(spec: Spec, dataset, *, epochs: float = 1, steps: int | N
     overrides the recipe's peak learning rate per 256 images.  ``augment`` turns
     random crop and flip (:mod:`nas.augment`) on or off; None (default) turns it on
     for budgets of :data:`AUGMENT_FROM_EPOCHS` epochs or more.  ``progress`` shows
-    a tqdm bar on stderr.  With ``return_model`` the trained module is ``r.model``.
+    a tqdm bar on stderr.  With ``return_model`` the trained module is ``r.model`` (on the CPU).
+    ``device`` (default CPU; :func:`nas.devices.resolve_device` names one) runs the
+    model there; on CUDA the forward pass and loss run under bf16 autocast.
     """
+    dev = torch.device(device) if device is not None else torch.device("cpu")
     rec = _resolve_recipe(recipe, lr)
     res = int(resolution or spec.resolution)
     test_res = int(test_resolution or res)
@@ -361,7 +367,7 @@ def train_and_evaluate(spec: Spec, dataset, *, epochs: float = 1, steps: int | N
         try:
             model = build_model(spec)
             _init_classifier(model)
-            model = model.to(memory_format=MEMORY_FORMAT)
+            model = model.to(device=dev, memory_format=MEMORY_FORMAT)
             peak = rec.peak_lr(batch_size)
             opt = _make_optimizer(rec, model, peak)
             criterion = nn.CrossEntropyLoss(label_smoothing=rec.label_smoothing)
@@ -380,10 +386,12 @@ def train_and_evaluate(spec: Spec, dataset, *, epochs: float = 1, steps: int | N
                     f = rec.lr_factor(step, total_steps)
                     for g in opt.param_groups:
                         g["lr"] = peak * f
-                    if augment:
+                    if augment:  # on the CPU, before the copy: the generator's stream is device-independent
                         x = augment_batch(x, aug_rng)
-                    out = model(x.contiguous(memory_format=MEMORY_FORMAT))
-                    loss = criterion(out, y)
+                    x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+                    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+                        out = model(x.contiguous(memory_format=MEMORY_FORMAT))
+                        loss = criterion(out, y)
                     value = float(loss.detach())
                     if not math.isfinite(value):
                         raise _Diverged(f"loss became {value} at step {step + 1}")
@@ -436,8 +444,13 @@ def train_and_evaluate(spec: Spec, dataset, *, epochs: float = 1, steps: int | N
     result.seconds = time.perf_counter() - t_start
     result.images_per_second = images / train_seconds if train_seconds > 0 else 0.0
     if return_model:
-        result.model = model.to(memory_format=torch.contiguous_format) if model is not None else None
+        result.model = model.to(device="cpu", memory_format=torch.contiguous_format) if model is not None else None
     return result
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
 
 
 def _init_classifier(model: nn.Module) -> None:

@@ -77,6 +77,7 @@ def main(argv=None) -> int:
     # workers), against 127 with 1.  More threads pay off for large inputs.
     ap.add_argument("--threads", type=positive_int("--threads"), default=1,
                     help="torch CPU threads (default 1; see nas-train --help)")
+    ap.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu; auto picks CUDA when present)")
     ap.add_argument("--output", help="directory for metrics.json, weights.pt and spec.json")
     ap.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -106,6 +107,12 @@ def main(argv=None) -> int:
             raise UsageError(f"--{name.replace('_', '-')} {v} is too small for this network's strides (total stride "
                              f"{total_stride(spec)}); use at least {min_resolution(spec)}")
 
+    from ..devices import DeviceError, resolve_device
+    try:
+        device = resolve_device(args.device)
+    except DeviceError as e:
+        raise UsageError(f"--device: {e}") from None
+
     data = load_data(args.data, seed=args.seed)
     if data.num_train < 2:
         raise RuntimeFailure(f"{args.data}: the train split has {data.num_train} image(s); training needs at least 2")
@@ -125,9 +132,9 @@ def main(argv=None) -> int:
                            test_resolution=args.test_resolution, batch_size=args.batch_size, recipe=args.recipe,
                            seed=args.seed, limit_train=args.limit_train, limit_val=args.limit_val,
                            progress=not args.quiet, return_model=out_dir is not None, lr=args.lr,
-                           augment=args.augment)
+                           augment=args.augment, device=device)
     metrics = r.to_dict()
-    metrics.update(spec=spec.name, fingerprint=spec.fingerprint(), data=data.name,
+    metrics.update(device=str(device), spec=spec.name, fingerprint=spec.fingerprint(), data=data.name,
                    batch_size=args.batch_size, classes=list(data.classes))
     if out_dir is not None:
         if r.model is not None:

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .spec import Spec, atomic_write_text
+from ..spec import Spec, atomic_write_text
 
 __all__ = ["Latency", "LatencyMeter", "measure_latency"]
 
@@ -37,31 +35,14 @@ class Latency:
 
 
 def measure_latency(spec: Spec, *, threads: int = 1, warmup: int = 3, runs: int = 10) -> Latency:
-    """Median seconds of one batch-1 forward pass at ``spec.resolution``."""
-    import torch
-
-    from .build import build_model
+    """Median seconds of one batch-1 forward pass at ``spec.resolution`` (PyTorch eager on the CPU)."""
+    from ._backends import BACKENDS
+    from ._build import measure_network
 
     if threads < 1 or runs < 1 or warmup < 0:
         raise ValueError("threads and runs must be >= 1, warmup >= 0")
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            model = build_model(spec).eval()
-        x = torch.randn(1, spec.in_channels, spec.resolution, spec.resolution)
-        times = []
-        with torch.no_grad():
-            for _ in range(warmup):
-                model(x)
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                model(x)
-                times.append(time.perf_counter() - t0)
-    finally:
-        torch.set_num_threads(old)
-    return Latency(statistics.median(times), threads, runs, spec.resolution)
+    seconds = measure_network(spec, BACKENDS["torch"], threads=threads, warmup=warmup, runs=runs)
+    return Latency(seconds, threads, runs, spec.resolution)
 
 
 class LatencyMeter:

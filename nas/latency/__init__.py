@@ -1,0 +1,42 @@
+"""Latency: measured (:func:`measure_latency`, :class:`LatencyMeter`) and predicted from a per-layer table.
+
+::
+
+    from nas.latency import LatencyTable, predict
+    table = LatencyTable.load("lat-cpu.json")      # validated; torch is not imported
+    seconds = predict(spec, table)                 # sum of the spec's entries + the fitted overhead
+
+A table (``nas-latency table``) holds the median batch-1 time of every distinct
+piece any member of a search space can contain (:func:`space_entries`), measured
+alone on one backend (:data:`BACKENDS`: ``torch``, ``onnxruntime``, ``cuda``), and a
+constant per-network overhead fitted on whole networks.  A spec with a piece the
+table lacks raises :class:`MissingEntryError` naming it.
+
+Importing this package is torch-free; measuring imports torch.
+"""
+from __future__ import annotations
+
+from ._backends import BACKENDS, CLOCKS, Backend, BackendUnavailable, get_backend, machine
+from ._build import (build_table, check_environment, check_same_setup, fit_overhead, measure_entry,
+                     measure_network, new_table, space_members)
+from ._keys import Entry, space_entries, spec_entries
+from ._meter import Latency, LatencyMeter, measure_latency
+from ._table import (FIT_MODELS, FORMAT, VERSION, LatencyTable, MissingEntryError, TableError, fastest_member,
+                     fit_linear, predict, predict_breakdown)
+from ._validate import agreement, validate, write_report
+
+__all__ = [
+    # measured (the search's --target-latency)
+    "Latency", "LatencyMeter", "measure_latency",
+    # the table and the predictor (torch-free)
+    "LatencyTable", "TableError", "MissingEntryError", "FORMAT", "VERSION", "predict", "predict_breakdown",
+    "fastest_member", "FIT_MODELS", "fit_linear",
+    # what the table is keyed by
+    "Entry", "spec_entries", "space_entries",
+    # backends and measuring
+    "Backend", "BACKENDS", "CLOCKS", "BackendUnavailable", "get_backend", "machine",
+    "check_environment", "check_same_setup", "space_members", "new_table", "build_table", "fit_overhead",
+    "measure_entry", "measure_network",
+    # validation
+    "agreement", "validate", "write_report",
+]
