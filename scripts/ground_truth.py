@@ -8,8 +8,9 @@ is judged by how well it ranks these architectures (``scripts/trust.py``).
     python scripts/ground_truth.py report     # rewrite table.json / table.png from the rows, no training
 
 The budget (``REFERENCE``): 10,000 stratified images of the Fashion-MNIST train split
-(from disk), 8 epochs at 28 px, batch 128, the ``adamw`` recipe with random crop and
-flip; accuracy on a fixed stratified 5,000 of the official test split.  Two worker
+(from disk), 8 epochs at 28 px, batch 128, the ``adamw`` recipe at 0.012 per 256 images
+without augmentation (the sweep: random crop and flip cost B0 0.045-0.09 at this budget);
+accuracy on a fixed stratified 5,000 of the official test split.  Two worker
 processes, one thread each.  Every finished training is appended to ``rows.jsonl``
 at once (a stop loses at most the trainings in flight); a rerun skips finished ones.
 ``table.json`` is ``{"settings": ..., "status": ..., "summary": ..., "rows": [{"spec",
@@ -50,7 +51,7 @@ OUT = ROOT / "results" / "ground_truth"
 # The reference budget (chosen with the sweep in results/ground_truth/recipe_sweep.json).
 REFERENCE = {
     "data": "fashion-mnist", "train_images": 10000, "val_images": 5000, "resolution": 28, "epochs": 8,
-    "batch_size": 128, "recipe": "adamw", "lr": 0.012, "augment": True, "threads": 1, "space": "mnasnet-b0",
+    "batch_size": 128, "recipe": "adamw", "lr": 0.012, "augment": False, "threads": 1, "space": "mnasnet-b0",
 }
 
 # The sweep: peak rate per 256 images (adamw) with augmentation, and the middle rate without it.
