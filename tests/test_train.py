@@ -336,10 +336,10 @@ def test_cli_recipe_names_match_the_registry():
     assert tuple(sorted(RECIPE_NAMES)) == tuple(sorted(RECIPES))
 
 
-def test_augmentation_defaults_on_from_three_epochs_and_is_recorded(data):
+def test_augmentation_defaults_on_from_sixteen_epochs_and_is_recorded(data):
     short = run(tiny_spec(), data, epochs=1, limit_train=64)
-    long = run(tiny_spec(), data, epochs=3, limit_train=64)
-    forced_off = run(tiny_spec(), data, epochs=3, limit_train=64, augment=False)
+    long = run(tiny_spec(), data, epochs=16, limit_train=64)
+    forced_off = run(tiny_spec(), data, epochs=16, limit_train=64, augment=False)
     assert (short.augment, long.augment, forced_off.augment) == (False, True, False)
     # same seed, same initialisation and order: only the augmented images differ
     assert forced_off.history[0]["train_loss"] != long.history[0]["train_loss"]

@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     ap.add_argument("--recipe", choices=RECIPE_NAMES, default="adamw",
                     help="default adamw; efficientnet and resnet are the papers' recipes")
     ap.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                    help="random crop and flip while training (default: on from 3 epochs of budget)")
+                    help="random crop and flip while training (default: on from 16 epochs of budget)")
     ap.add_argument("--lr", type=_positive_float("--lr"), help="override the recipe's peak learning rate per 256 images")
     ap.add_argument("--seed", type=int, default=0, help="default 0")
     ap.add_argument("--limit-train", type=positive_int("--limit-train"), help="use only N training images")
