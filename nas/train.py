@@ -311,13 +311,14 @@ def train_and_evaluate(spec: Spec, dataset, *, epochs: float = 1, steps: int | N
                        recipe: str | Recipe = "efficientnet", seed: int = 0, limit_train: int | None = None,
                        limit_val: int | None = None, progress: bool = False,
                        on_epoch: Callable[[int, float], bool | None] | None = None, return_model: bool = False,
-                       lr: float | None = None) -> TrainResult:
+                       lr: float | None = None, init: dict | None = None) -> TrainResult:
     """Train ``spec`` on ``dataset`` (a :class:`nas.data.Dataset`) and evaluate on its held-out split.
 
     ``epochs`` may be fractional; ``steps`` (if given) sets the budget in optimizer
     steps instead.  ``on_epoch(epoch_index, val_accuracy)`` runs after every epoch
     (index 0-based); returning True stops training (``pruned=True``).  ``lr``
-    overrides the recipe's peak learning rate per 256 images.  ``progress`` shows
+    overrides the recipe's peak learning rate per 256 images.  ``init`` (a state dict for
+    the spec with the data's classes, loaded strictly) replaces the initialisation: fine-tuning.  ``progress`` shows
     a tqdm bar on stderr.  With ``return_model`` the trained module is ``r.model``.
     """
     rec = _resolve_recipe(recipe, lr)
@@ -367,6 +368,8 @@ def train_and_evaluate(spec: Spec, dataset, *, epochs: float = 1, steps: int | N
         try:
             model = build_model(spec)
             _init_classifier(model)
+            if init is not None:
+                model.load_state_dict(init, strict=True)
             model = model.to(memory_format=MEMORY_FORMAT)
             peak = rec.peak_lr(batch_size)
             opt = _make_optimizer(rec, model, peak)

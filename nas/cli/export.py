@@ -81,6 +81,13 @@ def main(argv=None) -> int:
             raise UsageError(f"--class-name: {e}") from None
     if args.weights is not None and not Path(args.weights).is_file():
         raise UsageError(f"--weights {args.weights}: no such file")
+    if args.weights is not None:
+        try:
+            spec, notes = ex.fit_spec_to_weights(spec, args.weights)
+        except ex.WeightsError as e:
+            raise UsageError(str(e)) from None
+        if notes:  # inherited or nas-train weights carry the data's classes; a searched spec the skeleton's
+            print(f"nas-export: note: adapted the spec to the weights: {', '.join(notes)}", file=sys.stderr)
     try:
         report = ex.export(spec, args.format, out, class_name=args.class_name, weights=args.weights,
                            resolution=args.resolution, opset=args.opset)
