@@ -109,7 +109,7 @@ def data():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, data, one_torch_thread):
     out = tmp_path_factory.mktemp("sn")
-    summary = train_supernet(TrainConfig(epochs=1, **TINY), data, out, progress=False)
+    summary = train_supernet(TrainConfig(epochs=1, **{**TINY, "eval_images": 64}), data, out, progress=False)
     return out, summary
 
 
@@ -120,12 +120,14 @@ def test_training_writes_a_complete_checkpoint_and_summary(trained):
     ck = read_checkpoint(out)
     assert ck["complete"] and "optimizer" not in ck and ck["space"] == "mnasnet-b0"
     assert json.loads((out / "train.json").read_text())["step"] == 2
+    (epoch,) = s["history"]  # the per-epoch check of the sandwich's ends, BN recalibrated
+    assert epoch["epoch"] == 1 and 0 <= epoch["largest_accuracy"] <= 1 and 0 <= epoch["smallest_accuracy"] <= 1
 
 
 def test_rerunning_a_complete_training_does_nothing(trained, data):
     out, s = trained
     before = (out / "supernet.pt").stat().st_mtime_ns
-    again = train_supernet(TrainConfig(epochs=1, **TINY), data, out, progress=False)
+    again = train_supernet(TrainConfig(epochs=1, **{**TINY, "eval_images": 64}), data, out, progress=False)
     assert again["step"] == s["step"] and (out / "supernet.pt").stat().st_mtime_ns == before
     with pytest.raises(SupernetError, match="other settings.*epochs"):
         train_supernet(TrainConfig(epochs=2, **TINY), data, out, progress=False)
@@ -263,6 +265,8 @@ def _bad_checkpoint(tmp_path, trained):
     (["train", "--space", "nope", "--output", "{tmp}/x"], 2, "unknown --space"),
     (["train", "--resolution", "4", "--output", "{tmp}/x"], 2, "too small"),
     (["score", "efficientnet-b0", "--supernet", "{sn}", "--device", "tpu"], 2, "invalid choice"),
+    ([], 2, "required"),
+    (["train"], 2, "--output"),
 ])
 def test_cli_bad_input_is_one_line_and_writes_nothing(argv, code, message, trained, tmp_path, capsys):
     import re
