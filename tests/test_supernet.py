@@ -28,8 +28,12 @@ TINY = dict(data="sample", resolution=16, batch_size=16, limit_train=32, eval_im
 
 @pytest.fixture(scope="module")
 def net(one_torch_thread):
+    return _randomised(SPACE)
+
+
+def _randomised(space):
     torch.manual_seed(0)
-    n = Supernet(SPACE, num_classes=10).eval()
+    n = Supernet(space, num_classes=10).eval()
     # Fresh BN (mean 0, var 1, identity affine) would hide a wrong slice of any BN tensor.
     g = torch.Generator().manual_seed(1)
     for m in n.modules():
@@ -60,6 +64,14 @@ def test_extraction_equals_the_supernet_for_random_members(net):
         _check_extraction(net, spec)
 
 
+def test_the_supernet_is_built_from_any_space_of_the_registry(one_torch_thread):
+    space = get_space("mnasnet-mbv2")  # MobileNetV2's skeleton: other widths, depths and strides
+    net = _randomised(space)
+    rng = random.Random(1)
+    for spec in [net.largest.spec, net.smallest.spec] + [space.decode(space.sample(rng)) for _ in range(3)]:
+        _check_extraction(net, spec)
+
+
 @pytest.mark.parametrize("key", list(CHOICES))
 def test_every_choice_of_the_space_is_covered(net, key):
     b0 = SPACE.encode(nas.load_spec("efficientnet-b0"))
@@ -76,6 +88,17 @@ def test_extracted_weights_are_copies_cut_from_the_centre(net):
     assert w.shape[-2:] == (3, 3) and stored.shape[-2:] == (5, 5)
     assert torch.equal(w, stored[: w.shape[0], :, 1:4, 1:4])
     assert w.data_ptr() != stored.data_ptr()
+
+
+def test_the_estimator_takes_the_search_s_factory_options(trained, data):
+    import functools
+
+    # what nas.search passes to every estimator factory (_estimator_options), through a registry entry
+    factory = functools.partial(SupernetEstimator, trained[0])
+    est = factory(data, resolution=None, epochs=1, seed=0, limit_train=None, limit_val=50, recipe="adamw")
+    assert est.kind == "supernet" and est.name == f"supernet:{trained[0]}" and est.describe()["resolution"] == 16
+    with pytest.raises(TypeError):
+        factory(data, epoch=1)  # a misspelled option fails loudly
 
 
 def test_specs_outside_the_supernet_are_refused_with_the_stage_and_choice(net):
