@@ -9,8 +9,9 @@ the in-process form of ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...``):
 * stand-alone B0: training images/s that :func:`nas.train.train_and_evaluate` reports
   (adamw recipe, ``--steps`` steps on the embedded sample);
 * the supernet: training images/s of :func:`nas.supernet.train_supernet` (sandwich
-  rule: largest + smallest + 2 random members per image), its steps/s, and the
-  time per step of each sandwich member type measured on their own;
+  rule: largest + smallest + 2 random members per image, channels-last), its steps/s,
+  the time per step of each sandwich member type measured on its own, and the
+  largest's in channels-last against contiguous format;
 * scoring: seconds per member (BN recalibration on ``--calibration-images`` images,
   then the held-out split), for ``--score-members`` random members;
 * peak RSS of the process;
@@ -78,16 +79,26 @@ def main() -> int:
         print(f"supernet (sandwich, 4 members per image): {sn_ips:.1f} training images/s ({steps_per_s:.3f} steps/s, "
               f"{b0_ips / sn_ips:.1f}x slower per image than B0 alone)")
 
-        # each member type's forward + backward on its own
+        # each member type's forward + backward on its own, in the layout training uses (channels-last)
         net = Supernet(get_space("mnasnet-b0"), num_classes=10).train()
         x, y = torch.randn(bs, 3, res, res), torch.randint(0, 10, (bs,))
         rng = random.Random(0)
-        for label, members in (("largest", [net.largest]), ("smallest", [net.smallest]),
-                               ("random (mean of 4)", [net.sample(rng) for _ in range(4)])):
+        randoms = [net.sample(rng) for _ in range(4)]
+
+        def timed(members, fmt) -> float:
+            net.to(memory_format=fmt)
+            xf = x.contiguous(memory_format=fmt)
+            F.cross_entropy(net(xf, members[0]), y).backward()  # warm-up
             t = time.perf_counter()
             for m in members:
-                F.cross_entropy(net(x, m), y).backward()
-            print(f"  {label}: {(time.perf_counter() - t) / len(members):.2f} s forward + backward")
+                F.cross_entropy(net(xf, m), y).backward()
+            return (time.perf_counter() - t) / len(members)
+
+        for label, members in (("largest", [net.largest]), ("smallest", [net.smallest]),
+                               ("random (mean of 4)", randoms)):
+            print(f"  {label}: {timed(members, torch.channels_last):.2f} s forward + backward")
+        cl, contiguous = timed([net.largest], torch.channels_last), timed([net.largest], torch.contiguous_format)
+        print(f"  largest again, channels-last {cl:.2f} s vs contiguous {contiguous:.2f} s ({contiguous / cl:.2f}x)")
         params = sum(p.numel() for p in net.parameters())
         opt = torch.optim.AdamW(net.parameters())
         opt.step()

@@ -20,7 +20,7 @@ import torch
 from ..build import build_model
 from ..estimators import Estimate
 from ..spec import Spec, atomic_write_text
-from ..train import evaluate, recalibrate_bn
+from ..train import MEMORY_FORMAT, evaluate, recalibrate_bn
 from ._checkpoint import load_supernet
 from ._net import Member, Supernet, SupernetError
 
@@ -48,7 +48,7 @@ def inherit(net: Supernet, member: Member, calibration: list | None, device: str
     """``build_model(member.spec)`` holding the member's inherited weights, BN recalibrated on ``calibration``."""
     model = build_model(member.spec)
     model.load_state_dict(net.extract(member), strict=True)
-    model = model.to(device)
+    model = model.to(device, memory_format=MEMORY_FORMAT)  # the layout nas.train evaluates in
     if calibration:
         recalibrate_bn(model, _to(calibration, device))
     return model.eval()
@@ -129,7 +129,7 @@ class SupernetEstimator:
 
     def state_dict(self, spec: Spec) -> dict:
         """The member's inherited weights with recalibrated BN: loads strictly into ``build_model(member spec)``."""
-        return {k: v.detach().cpu() for k, v in self.model(spec).state_dict().items()}
+        return {k: v.detach().cpu().contiguous() for k, v in self.model(spec).state_dict().items()}
 
     # ------------------------------------------------------------ internals
 

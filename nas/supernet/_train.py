@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from search_spaces import get_space
 
 from ..spec import atomic_write_text
-from ..train import RECIPES, Recipe
+from ..train import MEMORY_FORMAT, RECIPES, Recipe
 from ._checkpoint import CHECKPOINT, read_checkpoint, save_checkpoint
 from ._net import Supernet, SupernetError
 from ._score import calibration_batches, inherit, _to
@@ -162,7 +162,8 @@ def train_supernet(cfg: TrainConfig, dataset, output: str | Path, *, device: str
             opt.load_state_dict(resumed["optimizer"])
             torch.set_rng_state(resumed["torch_rng"])
             state.update({k: resumed[k] for k in ("step", "history", "train_seconds")})
-        net.to(dev)
+        # channels-last, as nas.train: the largest member's step measured 1.6-2.6x faster here (under load)
+        net.to(dev, memory_format=MEMORY_FORMAT)
         for group in opt.state.values():  # the optimizer state follows its parameters to the device
             for k, v in group.items():
                 if torch.is_tensor(v) and v.device != dev and v.ndim > 0:
@@ -188,7 +189,7 @@ def _loop(cfg, dataset, net, opt, recipe, loader, state, out, dev, progress, che
 
     def checkpoint(complete: bool = False) -> None:
         state.update(step=step, complete=complete, peak_rss_mb=max(state["peak_rss_mb"], peak_rss_mb()))
-        payload = {**state, "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        payload = {**state, "model": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
                    "torch_rng": torch.get_rng_state()}
         if not complete:  # a finished supernet needs no optimizer: a third of the size
             payload["optimizer"] = _cpu(opt.state_dict())
@@ -214,7 +215,7 @@ def _loop(cfg, dataset, net, opt, recipe, loader, state, out, dev, progress, che
                     continue  # resuming inside an epoch: the order of (seed, epoch) is replayed
                 if max_steps is not None and step >= max_steps:
                     break
-                x, y = x.to(dev), y.to(dev)
+                x, y = x.to(dev).contiguous(memory_format=MEMORY_FORMAT), y.to(dev)
                 f = recipe.lr_factor(step, total)
                 for g in opt.param_groups:
                     g["lr"] = peak * f
