@@ -69,6 +69,8 @@ def main() -> int:
     b0_ips = r.images_per_second
     print(f"stand-alone B0 (nas.train, adamw): {b0_ips:.1f} training images/s "
           f"({b0_ips / bs:.3f} steps/s)")
+    b0_cpu = _b0_images_per_cpu_second(args.steps, res, bs)
+    print(f"  bare B0 step (channels-last, AdamW): {b0_cpu:.1f} images per CPU-second")
 
     with tempfile.TemporaryDirectory() as d:
         cfg = TrainConfig(data="sample", epochs=1, resolution=res, batch_size=bs, limit_train=bs * args.steps,
@@ -78,6 +80,10 @@ def main() -> int:
         steps_per_s = sn_ips / bs
         print(f"supernet (sandwich, 4 members per image): {sn_ips:.1f} training images/s ({steps_per_s:.3f} steps/s, "
               f"{b0_ips / sn_ips:.1f}x slower per image than B0 alone)")
+        sn_cpu = s["step"] * bs / s["train_cpu_seconds"]
+        cpu_steps_per_s = sn_cpu / bs
+        print(f"  {sn_cpu:.1f} images per CPU-second ({cpu_steps_per_s:.3f} steps per CPU-second, "
+              f"{b0_cpu / sn_cpu:.1f}x the bare B0 step's CPU time per image)")
 
         # each member type's forward + backward on its own, in the layout training uses (channels-last)
         net = Supernet(get_space("mnasnet-b0"), num_classes=10).train()
@@ -119,15 +125,43 @@ def main() -> int:
 
     print(f"peak RSS {peak_rss_mb():.0f} MiB")
     steps = args.epochs * (FASHION_TRAIN // bs)
-    hours = steps / steps_per_s / 3600
     print(f"full run: nas-supernet train --space mnasnet-b0 --data fashion-mnist --epochs {args.epochs} "
-          f"--resolution {res} --batch-size {bs} --output runs/sn = {steps} steps, ~{hours:.1f} h at "
-          f"{steps_per_s:.3f} steps/s")
+          f"--resolution {res} --batch-size {bs} --output runs/sn = {steps} steps: ~{steps / steps_per_s / 3600:.1f} h "
+          f"at this run's wall-clock rate, ~{steps / cpu_steps_per_s / 3600:.1f} h on an idle core (CPU-time rate)")
     for limit in (10000, 20000):
         st = args.epochs * (limit // bs)
-        print(f"  with --limit-train {limit}: {st} steps, ~{st / steps_per_s / 3600:.1f} h")
+        print(f"  with --limit-train {limit}: {st} steps, ~{st / steps_per_s / 3600:.1f} h wall-clock rate, "
+              f"~{st / cpu_steps_per_s / 3600:.1f} h CPU-time rate")
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
     return 0
+
+
+def _b0_images_per_cpu_second(steps: int, res: int, bs: int) -> float:
+    """The bare training step of B0 (what nas.train runs, without its evaluation), timed in CPU seconds."""
+    import torch
+    import torch.nn.functional as F
+
+    from nas.build import build_model
+    from nas.presets import load_preset
+
+    torch.manual_seed(0)
+    model = build_model(load_preset("efficientnet-b0").replace(num_classes=10)).to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters())
+    x = torch.randn(bs, 3, res, res).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (bs,))
+    model.train()
+
+    def step():
+        loss = F.cross_entropy(model(x), y, label_smoothing=0.1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    step()
+    c = time.process_time()
+    for _ in range(steps):
+        step()
+    return steps * bs / (time.process_time() - c)
 
 
 if __name__ == "__main__":

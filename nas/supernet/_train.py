@@ -156,12 +156,14 @@ def train_supernet(cfg: TrainConfig, dataset, output: str | Path, *, device: str
         state = {"space": space.name, "skeleton": base.to_dict(), "num_classes": dataset.num_classes,
                  "classes": list(dataset.classes), "in_channels": channels, "config": cfg.to_dict(),
                  "data_name": dataset.name, "step": 0, "total_steps": total, "steps_per_epoch": spe,
-                 "complete": False, "history": [], "train_seconds": 0.0, "peak_rss_mb": 0.0}
+                 "complete": False, "history": [], "train_seconds": 0.0, "train_cpu_seconds": 0.0,
+                 "peak_rss_mb": 0.0}
         if resumed is not None:
             net.load_state_dict(resumed["model"], strict=True)
             opt.load_state_dict(resumed["optimizer"])
             torch.set_rng_state(resumed["torch_rng"])
             state.update({k: resumed[k] for k in ("step", "history", "train_seconds")})
+            state["train_cpu_seconds"] = resumed.get("train_cpu_seconds", 0.0)
         # channels-last, as nas.train: the largest member's step measured 1.6-2.6x faster here (under load)
         net.to(dev, memory_format=MEMORY_FORMAT)
         for group in opt.state.values():  # the optimizer state follows its parameters to the device
@@ -209,7 +211,8 @@ def _loop(cfg, dataset, net, opt, recipe, loader, state, out, dev, progress, che
             loader.epoch = epoch
             net.train()
             epoch_loss, epoch_n = 0.0, 0
-            t0 = time.perf_counter()
+            # CPU time beside wall time: on a shared machine it is what the run would take alone
+            t0, c0 = time.perf_counter(), time.process_time()
             for b, (x, y) in enumerate(loader):
                 if b < offset:
                     continue  # resuming inside an epoch: the order of (seed, epoch) is replayed
@@ -243,10 +246,12 @@ def _loop(cfg, dataset, net, opt, recipe, loader, state, out, dev, progress, che
                     bar.set_postfix(loss=f"{value / members:.3f}", epoch=f"{epoch + 1}/{cfg.epochs}", refresh=False)
                 if time.monotonic() - last_save > checkpoint_seconds and step % spe:
                     state["train_seconds"] += time.perf_counter() - t0
-                    t0 = time.perf_counter()
+                    state["train_cpu_seconds"] += time.process_time() - c0
+                    t0, c0 = time.perf_counter(), time.process_time()
                     checkpoint()
                     last_save = time.monotonic()
             state["train_seconds"] += time.perf_counter() - t0
+            state["train_cpu_seconds"] += time.process_time() - c0
             if step % spe == 0 and step > 0:
                 entry = {"epoch": step // spe, "step": step, "train_loss": epoch_loss / max(1, epoch_n),
                          "seconds": state["train_seconds"]}
@@ -293,7 +298,7 @@ def _cpu(obj):
 
 def _summary(state: dict) -> dict:
     keys = ("space", "data_name", "num_classes", "config", "step", "total_steps", "steps_per_epoch", "complete",
-            "history", "train_seconds", "peak_rss_mb")
+            "history", "train_seconds", "train_cpu_seconds", "peak_rss_mb")
     s = {k: state.get(k) for k in keys}
     cfg = state["config"]
     images = state["step"] * cfg["batch_size"]
