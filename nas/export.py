@@ -55,6 +55,7 @@ __all__ = [
     "export_torchscript",
     "export",
     "load_weights",
+    "fit_spec_to_weights",
     "initialized_model",
     "check_state_dict",
     "fuse_bn",
@@ -474,6 +475,30 @@ def load_weights(spec, path_or_state) -> "torch.nn.Module":
     check_state_dict(model, state, source)
     model.load_state_dict(state, strict=True)
     return model
+
+
+def fit_spec_to_weights(spec, path_or_state) -> tuple[Any, list[str]]:
+    """``spec`` with ``num_classes`` and ``in_channels`` taken from the weights' classifier and stem.
+
+    Returns the (possibly) changed spec and one note per change, e.g. ``num_classes 1000 -> 10``,
+    for the caller to show: weights inherited from a supernet or trained by ``nas-train`` have
+    the data's classes, while a searched spec keeps the skeleton's.  Anything else that
+    does not fit is left to :func:`check_state_dict`.
+    """
+    from .presets import load_spec
+
+    spec = load_spec(spec)
+    state = dict(path_or_state) if isinstance(path_or_state, Mapping) else _read_state_dict(path_or_state)
+    changes: dict[str, int] = {}
+    fc, stem = state.get("classifier.weight"), state.get("stem.0.weight")
+    if getattr(fc, "ndim", 0) == 2 and fc.shape[0] != spec.num_classes:
+        changes["num_classes"] = int(fc.shape[0])
+    if getattr(stem, "ndim", 0) == 4 and stem.shape[1] != spec.in_channels:
+        changes["in_channels"] = int(stem.shape[1])
+    if not changes:
+        return spec, []
+    notes = [f"{k} {getattr(spec, k)} -> {v}" for k, v in changes.items()]
+    return spec.replace(**changes), notes
 
 
 def initialized_model(spec, seed: int = 0, calibration_resolution: int | None = None):

@@ -304,7 +304,7 @@ def train_and_evaluate(spec: Spec, dataset, *, epochs: float = 1, steps: int | N
                        limit_val: int | None = None, progress: bool = False,
                        on_epoch: Callable[[int, float], bool | None] | None = None, return_model: bool = False,
                        lr: float | None = None, augment: bool | None = None,
-                       device: torch.device | str | None = None) -> TrainResult:
+                       device: torch.device | str | None = None, init: dict | None = None) -> TrainResult:
     """Train ``spec`` on ``dataset`` (a :class:`nas.data.Dataset`) and evaluate on its held-out split.
 
     ``epochs`` may be fractional; ``steps`` (if given) sets the budget in optimizer
@@ -312,10 +312,11 @@ def train_and_evaluate(spec: Spec, dataset, *, epochs: float = 1, steps: int | N
     (index 0-based); returning True stops training (``pruned=True``).  ``lr``
     overrides the recipe's peak learning rate per 256 images.  ``augment`` turns
     random crop and flip (:mod:`nas.augment`) on or off; None (default) turns it on
-    for budgets of :data:`AUGMENT_FROM_EPOCHS` epochs or more.  ``progress`` shows
-    a tqdm bar on stderr.  With ``return_model`` the trained module is ``r.model`` (on the CPU).
-    ``device`` (default CPU; :func:`nas.devices.resolve_device` names one) runs the
-    model there; on CUDA the forward pass and loss run under bf16 autocast.
+    for budgets of :data:`AUGMENT_FROM_EPOCHS` epochs or more.  ``init`` (a state dict for
+    the spec with the data's classes, loaded strictly) replaces the initialisation: fine-tuning.
+    ``progress`` shows a tqdm bar on stderr.  With ``return_model`` the trained module is
+    ``r.model`` (on the CPU).  ``device`` (default CPU; :func:`nas.devices.resolve_device`
+    names one) runs the model there; on CUDA the forward pass and loss run under bf16 autocast.
     """
     dev = torch.device(device) if device is not None else torch.device("cpu")
     rec = _resolve_recipe(recipe, lr)
@@ -369,6 +370,8 @@ def train_and_evaluate(spec: Spec, dataset, *, epochs: float = 1, steps: int | N
         try:
             model = build_model(spec)
             _init_classifier(model)
+            if init is not None:
+                model.load_state_dict(init, strict=True)
             model = model.to(device=dev, memory_format=MEMORY_FORMAT)
             peak = rec.peak_lr(batch_size)
             opt = _make_optimizer(rec, model, peak)

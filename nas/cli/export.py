@@ -81,6 +81,12 @@ def main(argv=None) -> int:
             raise UsageError(f"--class-name: {e}") from None
     if args.weights is not None and not Path(args.weights).is_file():
         raise UsageError(f"--weights {args.weights}: no such file")
+    notes: list[str] = []
+    if args.weights is not None:  # inherited or nas-train weights carry the data's classes; a searched spec the skeleton's
+        try:
+            spec, notes = ex.fit_spec_to_weights(spec, args.weights)
+        except ex.WeightsError as e:
+            raise UsageError(str(e)) from None
     try:
         report = ex.export(spec, args.format, out, class_name=args.class_name, weights=args.weights,
                            resolution=args.resolution, opset=args.opset)
@@ -89,6 +95,8 @@ def main(argv=None) -> int:
     except ex.ExportError as e:
         raise RuntimeFailure(str(e)) from None
 
+    if notes:  # only once the weights proved to fit: a failed export stays one line
+        print(f"nas-export: note: adapted the spec to the weights: {', '.join(notes)}", file=sys.stderr)
     if args.json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
     elif args.format == "py":

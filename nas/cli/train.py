@@ -47,6 +47,26 @@ def _summary(spec, r, data) -> str:
     return "\n".join(lines)
 
 
+def _read_init(path, spec, data):
+    """(spec adapted to the weights' input channels, state dict for the data's classes); one line if they do not fit."""
+    from .. import export as ex
+
+    if not Path(path).is_file():
+        raise UsageError(f"--init {path}: no such file")
+    try:
+        fitted, notes = ex.fit_spec_to_weights(spec, path)
+        if fitted.num_classes != data.num_classes:
+            raise UsageError(f"--init {path}: the weights have {fitted.num_classes} classes, the data "
+                             f"{data.name} {data.num_classes}")
+        state = ex.load_weights(fitted, path).state_dict()
+    except ex.WeightsError as e:
+        raise UsageError(f"--init: {e}") from None
+    notes = [n for n in notes if not n.startswith("num_classes")]  # the classifier follows the data anyway
+    if notes:
+        print(f"nas-train: note: adapted the spec to the --init weights: {', '.join(notes)}", file=sys.stderr)
+    return fitted, state
+
+
 @command("nas-train")
 def main(argv=None) -> int:
     ap = ArgumentParser(prog="nas-train", description="Train a spec briefly and report held-out top-1 accuracy.")
@@ -78,6 +98,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=positive_int("--threads"), default=1,
                     help="torch CPU threads (default 1; see nas-train --help)")
     ap.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu; auto picks CUDA when present)")
+    ap.add_argument("--init", metavar="W.pt", help="start from these weights (e.g. nas-supernet extract's) instead "
+                                                   "of the reference initialisation")
     ap.add_argument("--output", help="directory for metrics.json, weights.pt and spec.json")
     ap.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -126,13 +148,16 @@ def main(argv=None) -> int:
     import torch
     from ..train import train_and_evaluate
     torch.set_num_threads(args.threads)
+    init = _read_init(args.init, spec, data) if args.init else None
+    if init is not None:
+        spec = init[0]
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     r = train_and_evaluate(spec, data, epochs=args.epochs or 1, steps=args.steps, resolution=args.resolution,
                            test_resolution=args.test_resolution, batch_size=args.batch_size, recipe=args.recipe,
                            seed=args.seed, limit_train=args.limit_train, limit_val=args.limit_val,
                            progress=not args.quiet, return_model=out_dir is not None, lr=args.lr,
-                           augment=args.augment, device=device)
+                           augment=args.augment, device=device, init=init[1] if init is not None else None)
     metrics = r.to_dict()
     metrics.update(device=str(device), spec=spec.name, fingerprint=spec.fingerprint(), data=data.name,
                    batch_size=args.batch_size, classes=list(data.classes))

@@ -1,0 +1,342 @@
+"""The weight-sharing supernet over a MnasNet factorized space, and extraction of its members.
+
+Every member of the space runs as a path through one set of weights:
+
+* **elastic kernel**: only the largest kernel (5x5) is stored; a 3x3 member uses
+  its centre (Once-for-All without the learned kernel transform, as BigNAS does);
+* **elastic width and expansion**: every conv, BN and SE tensor is stored at the
+  largest width the space allows; a member uses the first channels (no importance
+  reordering).  MBConv 3 and MBConv 6 share one set of weights: expansion 3 is the
+  first half of expansion 6's channels;
+* **elastic depth**: a stage stores its largest number of layers; a member runs the
+  first ``repeats``;
+* **SE on/off**: one SE module per op branch, skipped when the member has none;
+* **skip**: identity and none hold no weights; the pooling skip's 1x1 projection
+  is stored once per stage (only a stage's first layer can change shape);
+* **op**: regular conv, depthwise-separable and MBConv keep separate weights (one
+  branch each per layer).  Sharing makes no sense there: a depthwise-separable
+  layer filters the block's *input*, MBConv's depthwise filters *expanded*
+  features, and a regular conv mixes channels inside its kernel.
+
+So every member of the space is covered; a spec outside the space is refused by
+:meth:`Supernet.member` with one line naming the stage and the choice.
+
+Module names mirror :func:`nas.build_model`'s (``stem``, ``stages.<i>.<j>``,
+``head``, ``classifier``), with the op branch inserted: the member's
+``stages.i.j.body.<rest>`` lives at ``stages.i.j.ops.<op>.<rest>``.  Extraction
+(:meth:`Supernet.extract`) walks the member's own state dict and cuts each tensor
+out of the supernet's: first channels on the channel axes, the centre on the
+kernel axes.  That one rule is the whole correspondence, so extraction cannot
+drift from :meth:`Supernet.forward`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from search_spaces import CHOICES, ChoiceError, MnasNetSpace
+
+from ..blocks import make_activation
+from ..build import build_model
+from ..spec import LayerPlan, Spec, expanded_channels, iter_layers, se_channels
+
+__all__ = ["Supernet", "Member", "SupernetError", "fit_tensor"]
+
+
+class SupernetError(ValueError):
+    """A spec outside the supernet, a checkpoint that does not fit, ...: one line."""
+
+
+# ---------------------------------------------------------------- elastic modules
+
+
+class DynamicConvBN(nn.Sequential):
+    """Conv (no bias) -> BN stored at the largest width and kernel; any first channels, any centred kernel.
+
+    A subclass of ``nn.Sequential`` so that its parameters are named ``0.weight`` and
+    ``1.*`` like :class:`nas.blocks.ConvBNAct`'s.
+    """
+
+    def __init__(self, max_in: int, max_out: int, kernel: int, *, depthwise: bool = False,
+                 bn_eps: float = 1e-3, bn_momentum: float = 0.01):
+        super().__init__(nn.Conv2d(max_in, max_out, kernel, groups=max_out if depthwise else 1, bias=False),
+                         nn.BatchNorm2d(max_out, eps=bn_eps, momentum=bn_momentum))
+        self.depthwise = depthwise
+
+    def forward(self, x: torch.Tensor, out_channels: int, kernel: int | None = None,  # type: ignore[override]
+                stride: int = 1) -> torch.Tensor:
+        conv, bn = self[0], self[1]
+        cin = x.shape[1]
+        big = conv.kernel_size[0]
+        k = big if kernel is None else kernel
+        a = (big - k) // 2  # the centre of the stored kernel
+        if self.depthwise:
+            w, groups = conv.weight[:cin, :, a:a + k, a:a + k], cin
+        else:
+            w, groups = conv.weight[:out_channels, :cin, a:a + k, a:a + k], 1
+        x = F.conv2d(x, w, None, stride, (k - 1) // 2, 1, groups)
+        c = w.shape[0]
+        # Slices of the running buffers are views: training updates the stored statistics in place.
+        return F.batch_norm(x, bn.running_mean[:c], bn.running_var[:c], bn.weight[:c], bn.bias[:c],
+                            self.training, bn.momentum if bn.momentum is not None else 0.0, bn.eps)
+
+
+class DynamicSE(nn.Module):
+    """Squeeze-and-excitation at any first-channel width and squeeze width (names as nas.blocks.SqueezeExcite)."""
+
+    def __init__(self, max_channels: int, max_squeeze: int, activation: str):
+        super().__init__()
+        self.fc1 = nn.Conv2d(max_channels, max_squeeze, 1)
+        self.act = make_activation(activation)
+        self.fc2 = nn.Conv2d(max_squeeze, max_channels, 1)
+
+    def forward(self, x: torch.Tensor, squeeze: int) -> torch.Tensor:
+        c = x.shape[1]
+        s = x.mean((2, 3), keepdim=True)
+        s = self.act(F.conv2d(s, self.fc1.weight[:squeeze, :c], self.fc1.bias[:squeeze]))
+        s = F.conv2d(s, self.fc2.weight[:c, :squeeze], self.fc2.bias[:c])
+        return x * torch.sigmoid(s)
+
+
+class _Branch(nn.Module):
+    """Holds one op's modules under the names nas.blocks gives them (expand, depthwise, conv, se, project)."""
+
+
+@dataclass(frozen=True)
+class _Limits:
+    """The largest values one layer position must hold."""
+
+    max_in: int
+    max_out: int
+    max_expand: float
+    max_kernel: int
+    max_se: float
+    shortcut: bool  # a stage's first layer: the pooling skip may need a projection
+
+
+class SuperLayer(nn.Module):
+    """One layer position of a stage: an MBConv, a depthwise-separable and a regular-conv branch."""
+
+    def __init__(self, lim: _Limits, activation: str, se_activation: str, bn_eps: float, bn_momentum: float):
+        super().__init__()
+        bn = dict(bn_eps=bn_eps, bn_momentum=bn_momentum)
+        k = lim.max_kernel
+        sq = se_channels(lim.max_in, lim.max_se)
+        mid = expanded_channels(lim.max_in, lim.max_expand)
+        self.act = make_activation(activation)
+        mb = _Branch()  # expand -> depthwise -> SE -> project
+        mb.expand = DynamicConvBN(lim.max_in, mid, 1, **bn)
+        mb.depthwise = DynamicConvBN(mid, mid, k, depthwise=True, **bn)
+        mb.se = DynamicSE(mid, sq, se_activation)
+        mb.project = DynamicConvBN(mid, lim.max_out, 1, **bn)
+        dw = _Branch()  # depthwise on the input -> SE -> project
+        dw.depthwise = DynamicConvBN(lim.max_in, lim.max_in, k, depthwise=True, **bn)
+        dw.se = DynamicSE(lim.max_in, sq, se_activation)
+        dw.project = DynamicConvBN(lim.max_in, lim.max_out, 1, **bn)
+        cv = _Branch()  # a full kxk conv -> SE (on its output, squeezed by the input width)
+        cv.conv = DynamicConvBN(lim.max_in, lim.max_out, k, **bn)
+        cv.se = DynamicSE(lim.max_out, sq, se_activation)
+        self.ops = nn.ModuleDict({"mbconv": mb, "dwconv": dw, "conv": cv})
+        if lim.shortcut:
+            self.shortcut = _Branch()
+            self.shortcut.proj = DynamicConvBN(lim.max_in, lim.max_out, 1, **bn)
+
+    def forward(self, x: torch.Tensor, p: LayerPlan) -> torch.Tensor:
+        s, cin, cout = p.stage, p.in_channels, p.stage.out_channels
+        branch = self.ops[s.op]
+        if s.op == "conv":
+            h = self.act(branch.conv(x, cout, s.kernel, p.stride))
+            if s.se_ratio > 0:
+                h = branch.se(h, se_channels(cin, s.se_ratio))
+        else:
+            mid = expanded_channels(cin, s.expand_ratio)
+            h = self.act(branch.expand(x, mid)) if mid != cin else x
+            h = self.act(branch.depthwise(h, mid, s.kernel, p.stride))
+            if s.se_ratio > 0:
+                h = branch.se(h, se_channels(cin, s.se_ratio))
+            h = branch.project(h, cout)
+        # the shortcut rules of nas.blocks._Layer, decided per member
+        reshapes = p.stride != 1 or cin != cout
+        if s.skip == "pool":
+            sc = x
+            if p.stride > 1:
+                sc = F.avg_pool2d(sc, p.stride, p.stride, ceil_mode=True, count_include_pad=False)
+            if cin != cout:
+                sc = self.shortcut.proj(sc, cout)
+            return h + sc
+        if s.skip == "identity" and not reshapes:
+            return h + x
+        return h
+
+
+# ---------------------------------------------------------------- members
+
+
+@dataclass(frozen=True)
+class Member:
+    """A spec of the space, resolved for the supernet: its layer plan, classes set to the supernet's."""
+
+    spec: Spec
+    plans: tuple[LayerPlan, ...]
+    choices: dict
+
+    def fingerprint(self) -> str:
+        return self.spec.fingerprint()
+
+
+def _op_kinds(space: MnasNetSpace) -> dict[str, tuple[str, float]]:
+    """op choice -> (spec op, expand ratio), read off the space's own decoder."""
+    out = {}
+    for op in CHOICES["op"]:
+        c = {n: CHOICES[n.split("_", 1)[1]][0] for n in space.param_names}
+        c.update({n: op for n in space.param_names if n.endswith("_op")})
+        st = space.decode(c).stages[0]
+        out[op] = (st.op, st.expand_ratio)
+    return out
+
+
+def _extreme(space: MnasNetSpace, largest: bool) -> dict:
+    """The choice dict of the largest (or smallest) member: per choice the value that costs most (least)."""
+    kinds = _op_kinds(space)
+    pick = max if largest else min
+    # MBConv 6 is the widest shared path (the teacher of the sandwich rule), depthwise-separable the
+    # narrowest; the regular conv keeps weights of its own and is trained through the random members.
+    shared = [o for o in CHOICES["op"] if kinds[o][0] != "conv"]
+    op = pick(shared, key=lambda o: kinds[o][1])
+    per_stage = {"op": op, "kernel": pick(CHOICES["kernel"]), "se": pick(CHOICES["se"]),
+                 "skip": "pool" if largest else "none", "filters": pick(CHOICES["filters"]),
+                 "layers": pick(CHOICES["layers"])}
+    return {n: per_stage[n.split("_", 1)[1]] for n in space.param_names}
+
+
+# ---------------------------------------------------------------- the supernet
+
+
+class Supernet(nn.Module):
+    """All members of ``space`` in one network; ``forward(x, member)`` runs one of them."""
+
+    def __init__(self, space: MnasNetSpace, num_classes: int | None = None):
+        super().__init__()
+        base = space.base
+        self.space = space
+        self.num_classes = int(num_classes or base.num_classes)
+        kinds = _op_kinds(space)
+        big = space.decode(_extreme(space, largest=True))
+        max_expand = max(e for _, e in kinds.values())
+        max_kernel, max_se = max(CHOICES["kernel"]), max(CHOICES["se"])
+        bn = dict(bn_eps=base.bn.eps, bn_momentum=base.bn.momentum)
+        self.stem = DynamicConvBN(base.in_channels, base.stem.out_channels, base.stem.kernel, **bn)
+        self.act = make_activation(base.activation)
+        stages = []
+        cin = base.stem.out_channels
+        for st, bs in zip(big.stages, base.stages):
+            layers = []
+            for j in range(st.repeats):
+                lim = _Limits(cin if j == 0 else st.out_channels, st.out_channels, max_expand, max_kernel, max_se,
+                              shortcut=j == 0)
+                layers.append(SuperLayer(lim, bs.activation, bs.se_activation, **bn))
+            stages.append(nn.ModuleList(layers))
+            cin = st.out_channels
+        self.stages = nn.ModuleList(stages)
+        self.head = DynamicConvBN(cin, base.head.out_channels, 1, **bn)
+        self.classifier = nn.Linear(base.head.out_channels, self.num_classes)
+        self._init_weights()
+        self.largest = self.member(big)
+        self.smallest = self.member(space.decode(_extreme(space, largest=False)))
+
+    def _init_weights(self) -> None:
+        # nas.build's reference initialisation, at the largest shapes
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                r = 1.0 / m.in_features ** 0.5
+                nn.init.uniform_(m.weight, -r, r)
+                nn.init.zeros_(m.bias)
+
+    # ------------------------------------------------------------ members
+
+    def member(self, spec: Spec) -> Member:
+        """Resolve ``spec`` as a member; :class:`SupernetError` (one line) if it is not one.
+
+        A spec counts as a member whatever its resolution and whether its classifier
+        has the skeleton's classes or the supernet's (search results keep the
+        skeleton's 1000; ``nas-train`` outputs have the data's).
+        """
+        base = self.space.base
+        if not isinstance(spec, Spec):
+            raise TypeError(f"expected a Spec, got {type(spec).__name__}")
+        if spec.in_channels != base.in_channels:
+            raise SupernetError(f"in_channels: the supernet takes {base.in_channels}, the spec has {spec.in_channels}")
+        if spec.num_classes not in (base.num_classes, self.num_classes):
+            raise SupernetError(f"num_classes: the supernet has {self.num_classes} classes "
+                                f"(skeleton {base.num_classes}), the spec {spec.num_classes}")
+        try:
+            choices = self.space.encode(spec.replace(num_classes=base.num_classes, resolution=base.resolution))
+        except ChoiceError as e:
+            raise SupernetError(f"not a member of supernet space {self.space.name}: {e}") from None
+        resolved = spec.replace(num_classes=self.num_classes)
+        return Member(resolved, tuple(iter_layers(resolved)), choices)
+
+    def sample(self, rng) -> Member:
+        """A uniformly random member (``rng`` a ``random.Random``)."""
+        return self.member(self.space.decode(self.space.sample(rng)))
+
+    # ------------------------------------------------------------ running a member
+
+    def forward(self, x: torch.Tensor, member: Member, dropout: float = 0.0) -> torch.Tensor:  # type: ignore[override]
+        spec = member.spec
+        x = self.act(self.stem(x, spec.stem.out_channels, stride=spec.stem.stride))
+        for p in member.plans:
+            x = self.stages[p.stage_index][p.layer_index](x, p)
+        x = self.act(self.head(x, spec.head.out_channels))
+        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        if dropout > 0:
+            x = F.dropout(x, dropout, self.training)
+        return self.classifier(x)
+
+    # ------------------------------------------------------------ extraction
+
+    def extract(self, spec: Spec | Member) -> dict[str, torch.Tensor]:
+        """A plain state dict for ``nas.build_model(member.spec)`` (loads with ``strict=True``).
+
+        Copies, not views: the result never aliases the supernet's storage.
+        """
+        member = spec if isinstance(spec, Member) else self.member(spec)
+        with torch.device("meta"):  # shapes only: nothing is allocated or initialised
+            target = build_model(member.spec).state_dict()
+        source = self.state_dict()
+        out = {}
+        for key, ref in target.items():
+            src = source[self._source_key(key, member.spec)]
+            out[key] = fit_tensor(src, tuple(ref.shape), key).detach().clone()
+        return out
+
+    @staticmethod
+    def _source_key(key: str, spec: Spec) -> str:
+        parts = key.split(".")
+        if parts[0] == "stages" and parts[3] == "body":
+            op = spec.stages[int(parts[1])].op
+            return ".".join(parts[:3] + ["ops", op] + parts[4:])
+        return key
+
+
+def fit_tensor(t: torch.Tensor, shape: tuple[int, ...], key: str = "") -> torch.Tensor:
+    """The part of ``t`` a smaller tensor of ``shape`` takes: first entries, centre on kernel axes (2, 3)."""
+    if t.ndim != len(shape):
+        raise SupernetError(f"{key}: stored tensor has {t.ndim} dims, the member needs {len(shape)}")
+    index = []
+    for d, (have, want) in enumerate(zip(t.shape, shape)):
+        if want > have:
+            raise SupernetError(f"{key}: axis {d} needs {want}, the supernet stores {have}")
+        a = (have - want) // 2 if d >= 2 else 0
+        index.append(slice(a, a + want))
+    return t[tuple(index)]
