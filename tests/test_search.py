@@ -304,7 +304,7 @@ def test_cli_defaults_follow_the_proxy_study(tmp_path):
     from nas.search import DEFAULT_BUDGET, TRAIN_BUDGET
 
     cfg, *_ = parse_config(["--target-flops", "400M", "--output", str(tmp_path / "a")])
-    assert (cfg.estimator, cfg.budget, cfg.data) == ("train", TRAIN_BUDGET, "sample")
+    assert (cfg.estimator.name, cfg.budget, cfg.estimator.data) == ("train", TRAIN_BUDGET, "sample")
     assert make_estimator(cfg.estimator.name, None).resolution == TRAIN_RESOLUTION == 16
     cfg, *_ = parse_config(["--target-flops", "400M", "--evaluator", "proxy", "--output", str(tmp_path / "b")])
     assert (cfg.estimator.name, cfg.budget) == ("proxy:synflow", DEFAULT_BUDGET)
