@@ -90,6 +90,8 @@ CASES = [
     ("search-latency-bad-unit", "search", ["--target-latency", "20 parsecs"] + S, 2),
     ("search-unknown-strategy", "search", T + ["--strategy", "genetic9"] + S, 2),
     ("search-unknown-evaluator", "search", T + ["--evaluator", "proxy:oracle"] + S, 2),
+    ("search-unknown-estimator", "search", T + ["--estimator", "oracle"] + S, 2),
+    ("search-option-the-estimator-does-not-take", "search", T + ["--estimator", "proxy:synflow", "--epochs", "2"] + S, 2),
     ("search-budget-zero", "search", T + ["--budget", "0"] + S, 2),
     ("search-budget-negative", "search", T + ["--budget", "-5"] + S, 2),
     ("search-budget-fractional", "search", T + ["--budget", "1.5"] + S, 2),
