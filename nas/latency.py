@@ -79,7 +79,9 @@ class LatencyMeter:
             data = json.loads(self.cache_path.read_text())
         except (OSError, ValueError):
             return {}  # a corrupt cache is only a cache: measure again
-        return {k: v for k, v in data.items() if isinstance(v, dict) and "seconds" in v} if isinstance(data, dict) else {}
+        if not isinstance(data, dict):
+            return {}
+        return {k: v for k, v in data.items() if isinstance(v, dict) and "seconds" in v}
 
     def _key(self, spec: Spec) -> str:
         return f"{spec.fingerprint()}@{self.threads}"

@@ -36,7 +36,8 @@ def _parser() -> ArgumentParser:
     ap.add_argument("--estimator", "--evaluator", dest="estimator", default=None,
                     help="train (default: 1 epoch at 16 px) or proxy[:NAME] (proxy = proxy:synflow)")
     ap.add_argument("--data", default="sample", help="dataset for the estimator (default: the embedded sample)")
-    ap.add_argument("--epochs", type=float, default=None, help="training epochs per trial (--estimator train; default 1)")
+    ap.add_argument("--epochs", type=float, default=None,
+                    help="training epochs per trial (--estimator train; default 1)")
     ap.add_argument("--recipe", choices=RECIPE_NAMES, default=None,
                     help="training recipe per trial (--estimator train; default adamw, see nas-train)")
     ap.add_argument("--limit-train", type=int, help="train on at most N images per epoch (--estimator train)")
@@ -127,8 +128,8 @@ def parse_config(argv):
     takes = estimator_options(est)
     for k in options:
         if k not in takes:
-            raise UsageError(f"--{k.replace('_', '-')} does not apply to --estimator {est} "
-                             f"(it takes {', '.join('--' + o.replace('_', '-') for o in takes if o in given) or 'none'})")
+            flags = ", ".join("--" + o.replace("_", "-") for o in takes if o in given) or "none of these"
+            raise UsageError(f"--{k.replace('_', '-')} does not apply to --estimator {est} (it takes {flags})")
     output = Path(args.output or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-{args.strategy}-s{args.seed}")
     _check_writable(output)
     cfg = SearchConfig(target=target, metric=metric, constraint=args.constraint, w=args.w, strategy=args.strategy,

@@ -36,8 +36,8 @@ from .config import SearchConfig
 from .objective import make_cost_fn, make_objective, memo_from_study, run_trial
 
 __all__ = ["SearchSession", "SearchResult", "open_session", "open_study", "recover_stale_trials", "estimator_for",
-           "load_factory", "reference_specs", "directions_for", "early_stopping", "ROLES", "JOURNAL_NAME", "LATENCY_CACHE",
-           "MAX_FAILURE_FACTOR", "REFERENCES"]
+           "load_factory", "reference_specs", "directions_for", "early_stopping", "ROLES", "JOURNAL_NAME",
+           "LATENCY_CACHE", "MAX_FAILURE_FACTOR", "REFERENCES"]
 
 JOURNAL_NAME = "study.journal"
 LATENCY_CACHE = "latency_cache.json"
@@ -368,7 +368,8 @@ def open_session(cfg: SearchConfig, *, output: str | Path | None = None, role: s
             pass  # another skeleton: B0 is not a member
     memo = memo_from_study(study) if study is not None else {}
     return SearchSession(config=cfg, role=role, space=space, reward=reward, directions=directions,
-                         estimator=estimator, cost_fn=cost_fn, latency_meter=meter, storage=storage, study_name=study_name, study=study,
+                         estimator=estimator, cost_fn=cost_fn, latency_meter=meter, storage=storage,
+                         study_name=study_name, study=study,
                          setup=setup, accuracy_map=acc_map, reference=reference, memo=memo)
 
 
