@@ -28,13 +28,13 @@ from .config import (CALIBRATION_SAMPLES, DEFAULT_BUDGET, TRAIN_BUDGET, Estimato
 from .engine import run_local, run_search
 from .objective import (COST_METRICS, TRANSIENT_FAILURES, TrialFailed, make_cost_fn, make_objective, memo_from_study,
                         run_trial)
-from .outputs import best_spec, summary_dict, summary_text, trials_csv, write_outputs
+from .outputs import best_spec, pareto_png, summary_dict, summary_text, trials_csv, write_outputs
 from .session import (JOURNAL_NAME, LATENCY_CACHE, MAX_FAILURE_FACTOR, REFERENCES, SearchResult, SearchSession,
                       directions_for, estimator_for, open_session, open_study, recover_stale_trials, reference_specs)
 
 __all__ = ["SearchConfig", "EstimatorConfig", "LatencyConfig", "StorageConfig", "SearchSession", "SearchResult",
            "open_session", "run_local", "run_search", "write_outputs", "summary_dict", "summary_text", "trials_csv",
-           "best_spec", "make_objective", "make_cost_fn", "run_trial", "TrialFailed", "open_study",
+           "best_spec", "pareto_png", "make_objective", "make_cost_fn", "run_trial", "TrialFailed", "open_study",
            "recover_stale_trials", "memo_from_study", "estimator_for", "reference_specs", "directions_for",
            "default_budget", "COST_METRICS", "TRANSIENT_FAILURES", "DEFAULT_BUDGET", "TRAIN_BUDGET",
            "CALIBRATION_SAMPLES", "JOURNAL_NAME", "LATENCY_CACHE", "MAX_FAILURE_FACTOR", "REFERENCES"]

@@ -200,6 +200,7 @@ def run_ray(session: SearchSession, *, workers: int | None = None, address: str 
         storage_obj = study._storage
         key = f"{session.storage}|{session.study_name}|{os.getpid()}|{time.time()}"
         failed_before = session.count(TrialState.FAIL, TrialState.PRUNED)
+        modes = [d[:3] for d in session.directions]  # Tune's names: maximize -> max, minimize -> min
         while True:
             complete = session.count(TrialState.COMPLETE)
             failed = session.count(TrialState.FAIL, TrialState.PRUNED) - failed_before
@@ -211,7 +212,7 @@ def run_ray(session: SearchSession, *, workers: int | None = None, address: str 
             rounds += 1
             searcher = _searcher_class()(
                 space=session.space.distributions(), metric=["accuracy", "cost"] if session.multi else "reward",
-                mode=["max", "min"] if session.multi else "max",
+                mode=modes if session.multi else modes[0],
                 sampler=make_sampler(cfg.strategy, seed=cfg.seed + rounds - 1),
                 study_name=session.study_name, storage=storage_obj)
             scheduler = None
