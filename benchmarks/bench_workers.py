@@ -7,8 +7,8 @@ overhead measured with a no-op estimator.
 
 Every search first gets its set-up (references, proxy calibration) done once in its study, so
 the timed part is the trial loop only: N COMPLETE trials from an empty loop to the budget.
-For "local, 1 worker" the timed call is nas.search.run_search (the default single-process
-path); "local, 2 workers" is nas.workers.run_workers (two spawned interpreters; their start-up
+For "local, 1 worker" the timed call is nas.search.run_local (the default single-process
+path); "local, 2 workers" is nas.search.workers.run_workers (two spawned interpreters; their start-up
 is included); Ray rows include Tune's per-run set-up but not ray.init, which is reported
 separately.  Studies live in temporary folders on the ordinary disk, as a user's would.
 """
@@ -22,7 +22,6 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import replace
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -49,37 +48,35 @@ def noop():
     return NoopEstimator()
 
 
-def _time_local(cfg, workers, out, factory=None, dataset=None):
-    from nas.search import estimator_for, run_search
-    from nas.workers import run_workers
+def _time_local(cfg, workers, out, dataset=None):
+    from nas.search import open_session, run_local
+    from nas.search.workers import run_workers
 
-    est = noop() if factory else estimator_for(cfg, dataset)
-    run_search(replace(cfg, budget=0), output=out, estimator=est)  # set-up, untimed
+    session = open_session(cfg, output=out, dataset=dataset)  # set-up, untimed
     t0 = time.perf_counter()
     if workers == 1:
-        res = run_search(cfg, output=out, estimator=est)
+        res = run_local(session)
     else:
-        res = run_workers(cfg, workers, output=out, estimator_factory=factory, dataset=dataset)
+        res = run_workers(session, workers)
     dt = time.perf_counter() - t0
     assert res.n_complete == cfg.budget, (res.n_complete, cfg.budget)
     return dt, {}
 
 
-def _time_ray(cfg, workers, out, factory=None, dataset=None):
+def _time_ray(cfg, workers, out, dataset=None):
     import ray
 
-    from nas.ray_backend import run_ray
-    from nas.search import estimator_for, run_search
+    from nas.search import open_session
+    from nas.search.ray_backend import run_ray
 
-    est = noop() if factory else estimator_for(cfg, dataset)
-    run_search(replace(cfg, budget=0), output=out, estimator=est)
+    session = open_session(cfg, output=out, dataset=dataset)
     tmp = tempfile.mkdtemp(prefix="bench-ray-")
     t0 = time.perf_counter()
     ray.init(num_cpus=workers, include_dashboard=False, _temp_dir=tmp, log_to_driver=False, logging_level="ERROR")
     init = time.perf_counter() - t0
     try:
         t0 = time.perf_counter()
-        res = run_ray(cfg, workers=workers, output=out, estimator_factory=factory, dataset=dataset)
+        res = run_ray(session, workers=workers)
         dt = time.perf_counter() - t0
     finally:
         ray.shutdown()
@@ -105,7 +102,7 @@ def main(argv=None) -> int:
     import torch
 
     from nas.data import load_dataset
-    from nas.search import SearchConfig
+    from nas.search import EstimatorConfig, SearchConfig
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     torch.set_num_threads(1)
@@ -113,20 +110,23 @@ def main(argv=None) -> int:
     dataset = load_dataset("sample", seed=0)
     base = dict(target=4e8, strategy="random", seed=0)
     suites = [
-        ("no-op (overhead)", SearchConfig(estimator="noop", budget=args.noop_budget, **base), "bench_workers:noop"),
-        (args.proxy, SearchConfig(estimator=args.proxy, budget=args.proxy_budget, **base), None),
+        ("no-op (overhead)", SearchConfig(estimator=EstimatorConfig("noop", factory="bench_workers:noop"),
+                                          budget=args.noop_budget, **base)),
+        (args.proxy, SearchConfig(estimator=EstimatorConfig(args.proxy), budget=args.proxy_budget, **base)),
         (f"train (1 epoch, {args.limit_train} images, 32 px)",
-         SearchConfig(estimator="train", budget=args.train_budget, epochs=1, resolution=32,
-                      limit_train=args.limit_train, limit_val=args.limit_val, **base), None),
+         SearchConfig(estimator=EstimatorConfig("train", options={"epochs": 1, "resolution": 32,
+                                                                  "limit_train": args.limit_train,
+                                                                  "limit_val": args.limit_val}),
+                      budget=args.train_budget, **base)),
     ]
     rows = []
-    for label, cfg, factory in suites:
+    for label, cfg in suites:
         for backend, fn in (("local", _time_local), ("ray", _time_ray)):
             for workers in (1, 2):
                 out = pathlib.Path(tempfile.mkdtemp(prefix="bench-workers-", dir=str(ROOT / "runs")
                                                     if (ROOT / "runs").is_dir() else None))
                 try:
-                    dt, extra = fn(replace(cfg, output=str(out)), workers, out, factory, dataset)
+                    dt, extra = fn(cfg, workers, out, dataset)
                 finally:
                     shutil.rmtree(out, ignore_errors=True)
                 rows.append({"estimator": label, "backend": backend, "workers": workers, "trials": cfg.budget,

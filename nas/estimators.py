@@ -17,28 +17,32 @@ when it returns True, which is how an Optuna pruner plugs in.
 A failure (exception, diverged or out-of-memory training) is an ``Estimate`` with
 ``failed=True`` and a one-line ``reason``, never an exception out of the estimator.
 
-Factories share one signature: ``factory(dataset, *, resolution=None, epochs=1,
-seed=0, batch_size=64, limit_train=None, limit_val=None)``; each uses what it needs.
+Adding an estimator is one entry in :data:`ESTIMATORS`: a name and a factory
+``factory(dataset, *, seed=0, <its options>)`` returning the callable.  Its
+keyword-only parameters are its options (:func:`estimator_options`): the search
+passes ``seed`` and exactly the options the user set, and an option the factory
+does not take fails at once (:func:`make_estimator`), so a misspelled one cannot
+be silently ignored.
 """
 from __future__ import annotations
 
 import functools
+import inspect
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 from .spec import Spec
 
-__all__ = ["Estimate", "ProxyEstimator", "TrainEstimator", "ESTIMATORS", "DEFAULT_ESTIMATOR", "make_estimator",
-           "PROXY_RESOLUTION", "TRAIN_RESOLUTION", "TRAIN_RECIPE"]
+__all__ = ["Estimate", "ProxyEstimator", "TrainEstimator", "ESTIMATORS", "DEFAULT_ESTIMATOR", "DEFAULT_PROXY",
+           "make_estimator", "estimator_options", "PROXY_RESOLUTION", "TRAIN_RESOLUTION", "TRAIN_RECIPE"]
 
-# The default: synflow, the best-ranked training-free proxy in the literature
-# (REFERENCE.md: |rho| 0.74 on NAS-Bench-201).  One constant, so that the proxy
-# study (results/evaluation/) can change it.
-# What the proxy study (results/evaluation/README.md) supports: near B0 every training-free
-# proxy ranks architectures opposite to trained accuracy, so the default is short training.
+# Short training: the proxy study (results/evaluation/README.md) found that near B0 every
+# training-free proxy ranks architectures opposite to trained accuracy.
 DEFAULT_ESTIMATOR = "train"
-DEFAULT_PROXY = "proxy:synflow"  # what plain "proxy" means
+# What plain "proxy" means: synflow, the best-ranked training-free proxy in the literature
+# (REFERENCE.md: |rho| 0.74 on NAS-Bench-201).
+DEFAULT_PROXY = "proxy:synflow"
 TRAIN_RESOLUTION = 16  # px; B0 at 16 px trains one epoch of the embedded sample in ~22-28 s on one core
 # AdamW (nas.train.RECIPES["adamw"]): in one 46-step epoch it trains B0 to 0.64 held-out accuracy
 # where the EfficientNet recipe, tuned for 350 ImageNet epochs, reaches 0.25, and it ranks bigger
@@ -61,8 +65,7 @@ class Estimate:
 class ProxyEstimator:
     kind = "proxy"
 
-    def __init__(self, proxy: str, dataset, *, resolution: int | None = None, seed: int = 0, batch_size: int = 64,
-                 **_unused):
+    def __init__(self, proxy: str, dataset, *, resolution: int | None = None, seed: int = 0, batch_size: int = 64):
         from .proxies import PROXIES
 
         if proxy not in PROXIES:
@@ -97,7 +100,7 @@ class TrainEstimator:
 
     def __init__(self, dataset, *, resolution: int | None = None, epochs: float = 1, seed: int = 0,
                  batch_size: int = 64, limit_train: int | None = None, limit_val: int | None = None,
-                 recipe: str = TRAIN_RECIPE, **_unused):
+                 recipe: str = TRAIN_RECIPE):
         self.dataset, self.epochs, self.seed, self.recipe = dataset, epochs, seed, recipe
         self.resolution = int(resolution or TRAIN_RESOLUTION)
         self.batch_size, self.limit_train, self.limit_val = batch_size, limit_train, limit_val
@@ -142,12 +145,26 @@ def _registry() -> dict[str, Callable]:
 ESTIMATORS: dict[str, Callable] = _registry()
 
 
-def make_estimator(name: str, dataset, **options):
-    """``name`` is a key of :data:`ESTIMATORS`; ``proxy`` alone means the default proxy."""
-    if name == "proxy":
-        name = DEFAULT_PROXY
+def _factory(name: str) -> Callable:
     try:
-        factory = ESTIMATORS[name]
+        return ESTIMATORS[DEFAULT_PROXY if name == "proxy" else name]
     except KeyError:
-        raise KeyError(f"unknown estimator {name!r}; estimators: {', '.join(ESTIMATORS)}") from None
-    return factory(dataset, **options)
+        raise KeyError(f"unknown estimator {name!r}; estimators: proxy, {', '.join(ESTIMATORS)}") from None
+
+
+def estimator_options(name: str) -> tuple[str, ...]:
+    """The options the estimator ``name`` takes: its factory's keyword-only parameters (``seed`` among them)."""
+    params = inspect.signature(_factory(name)).parameters.values()
+    return tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
+def make_estimator(name: str, dataset, **options):
+    """``name`` is a key of :data:`ESTIMATORS`; ``proxy`` alone means the default proxy.
+
+    An option the estimator does not take is a TypeError naming it (never silently dropped).
+    """
+    unknown = sorted(set(options) - set(estimator_options(name)))
+    if unknown:
+        raise TypeError(f"estimator {name!r} takes no option {', '.join(map(repr, unknown))}; "
+                        f"its options: {', '.join(estimator_options(name))}")
+    return _factory(name)(dataset, **options)

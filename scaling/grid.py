@@ -17,8 +17,9 @@ trains each scaled base on the same budget and keeps the most accurate.
 
 Resuming, precisely: each candidate is an enqueued trial with the fixed
 parameter ``candidate`` (its index).  On start, COMPLETE trials and FAIL trials
-that carry a ``failure`` reason (the evaluator reported a failure: NaN loss, out
-of memory, an exception) count as done and are never rerun.  A trial left
+that carry a ``reason`` (the evaluator reported a failure: NaN loss, out of
+memory, an exception; journals written before the search and the grid agreed on
+that name call it ``failure``) count as done and are never rerun.  A trial left
 RUNNING by a killed process, or FAIL without a reason (interrupted), is marked
 ``interrupted`` and its candidate runs again.  Queued (WAITING) trials of
 candidates that this run does not select (an earlier run with another
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from nas.spec import Spec, atomic_write_bytes, atomic_write_text
+from nas.storage import optuna_storage
 
 from .compound import ScalingError, compound_scale, constraint_value
 
@@ -133,11 +135,13 @@ class GridResult:
 
 
 def default_storage(output_dir: str | Path):
-    """A JournalStorage file in the output folder (Optuna's advice for one machine)."""
-    import optuna
-    from optuna.storages.journal import JournalFileBackend
+    """A journal file in the output folder (Optuna's advice for one machine)."""
+    return optuna_storage(Path(output_dir) / "grid.journal")
 
-    return optuna.storages.JournalStorage(JournalFileBackend(str(Path(output_dir) / "grid.journal")))
+
+def _failure(t) -> str | None:
+    """A failed candidate's one-line reason (``failure`` in journals written before it was called ``reason``)."""
+    return t.user_attrs.get("reason", t.user_attrs.get("failure"))
 
 
 def _grid_key(cands: Sequence[Candidate], budget: dict) -> str:
@@ -164,8 +168,9 @@ def run_grid_search(base: Spec, evaluate: Callable[[Spec], Any], *, storage=None
     """Train every (subsampled) candidate once, inside one persistent Optuna study, and pick the best.
 
     ``evaluate(spec)`` returns an object (or dict) with ``accuracy``, ``failed``
-    and ``reason`` — :class:`nas.train.TrainResult` fits.  ``storage``: an Optuna
-    storage or URL; default a journal file ``grid.journal`` in ``output_dir``.
+    and ``reason`` — :class:`nas.train.TrainResult` fits.  ``storage``: what
+    :func:`nas.storage.optuna_storage` takes (a URL, a journal path, a storage
+    object); default a journal file ``grid.journal`` in ``output_dir``.
     ``budget`` describes the training budget; it is part of the study's identity
     (resuming with another budget or grid is refused).
     """
@@ -186,7 +191,8 @@ def run_grid_search(base: Spec, evaluate: Callable[[Spec], Any], *, storage=None
         storage = default_storage(output_dir)
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    study = optuna.create_study(study_name=STUDY_NAME, storage=storage, direction="maximize", load_if_exists=True,
+    study = optuna.create_study(study_name=STUDY_NAME, storage=optuna_storage(storage), direction="maximize",
+                                load_if_exists=True,
                                 sampler=optuna.samplers.RandomSampler(seed=0))
     old_key = study.user_attrs.get("grid_key")
     if old_key is None:
@@ -205,7 +211,7 @@ def run_grid_search(base: Spec, evaluate: Callable[[Spec], Any], *, storage=None
         idx = t.params.get("candidate", t.system_attrs.get("fixed_params", {}).get("candidate"))
         if idx is None or "superseded" in t.user_attrs:
             continue
-        if t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL and "failure" in t.user_attrs):
+        if t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL and _failure(t) is not None):
             done[idx] = t
         elif t.state == TrialState.WAITING:
             if idx in waiting:
@@ -255,7 +261,7 @@ def run_grid_search(base: Spec, evaluate: Callable[[Spec], Any], *, storage=None
             for k, v in extra.items():
                 trial.set_user_attr(k, v)
             if acc is None:
-                trial.set_user_attr("failure", " ".join(str(reason).split())[:500])
+                trial.set_user_attr("reason", " ".join(str(reason).split())[:500])
                 study.tell(trial, state=TrialState.FAIL)
                 log(f"candidate {idx} (a={c.alpha:g} b={c.beta:g} g={c.gamma:g}) failed: {reason}")
             else:
@@ -307,7 +313,7 @@ def collect(study, cands: Sequence[Candidate], info: dict, *, base: Spec, budget
             if t.state == TrialState.COMPLETE:
                 row["accuracy"] = t.value
             else:
-                row["reason"] = t.user_attrs.get("failure")
+                row["reason"] = _failure(t)
             if "seconds" in t.user_attrs:
                 row["seconds"] = round(t.user_attrs["seconds"], 2)
         rows.append(row)

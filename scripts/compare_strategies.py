@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     from nas.data import load_dataset
     from nas.estimators import DEFAULT_ESTIMATOR, make_estimator
-    from nas.search import SearchConfig, run_search
+    from nas.search import SearchConfig, StorageConfig, run_search
 
     est = CachedEstimator(make_estimator(DEFAULT_ESTIMATOR, load_dataset("sample")))
     runs = []
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     for strategy in args.strategies:
         for seed in args.seeds:
             cfg = SearchConfig(target=args.target, strategy=strategy, budget=args.budget, seed=seed,
-                               storage=":memory:", study_name=f"{strategy}-s{seed}")
+                               storage=StorageConfig(url=":memory:", study_name=f"{strategy}-s{seed}"))
             t0 = time.perf_counter()
             res = run_search(cfg, estimator=est)
             best, traj = None, []

@@ -1,8 +1,8 @@
 """Cheap, deterministic estimators for the scale-out and reliability tests.
 
-They are referenced as ``"_fake_estimators:<factory>"`` by worker processes
-(``nas.workers`` / ``nas.ray_backend`` load them by name), so tests put this
-folder on ``PYTHONPATH``.  Scores come from the analytic parameter count, so a
+They are referenced as ``"_fake_estimators:<factory>"`` (``EstimatorConfig.factory``)
+by worker processes (``nas.search.workers`` / ``nas.search.ray_backend`` rebuild the
+session from its configuration), so tests put this folder on ``PYTHONPATH``.  Scores come from the analytic parameter count, so a
 trial costs milliseconds and no torch model is built.
 """
 from __future__ import annotations

@@ -85,7 +85,7 @@ def _final_check(journal, study_name, budget, kept: dict):
 
 def test_kill_9_nas_search_at_several_points_then_resume(out):
     budget = 8
-    cmd = ["nas-search", "--target-flops", "400M", "--evaluator", "proxy:params", "--strategy", "random",
+    cmd = ["nas-search", "--target-flops", "400M", "--estimator", "proxy:params", "--strategy", "random",
            "--budget", str(budget), "--output", str(out), "--no-progress"]
     journal = out / JOURNAL_NAME
     kept: dict = {}
@@ -121,12 +121,14 @@ def test_kill_9_the_parent_of_two_workers_then_resume(out, via):
     budget = 10 if via == "api" else 30
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]),
            "NAS_TEST_DELAY": "0.2"}
-    code = ("import sys; from nas.search import SearchConfig, write_outputs; from nas.workers import run_workers; "
-            f"cfg = SearchConfig(target=4e8, estimator='fake', strategy='random', budget={budget}); "
-            f"res = run_workers(cfg, 2, output={str(out)!r}, estimator_factory='_fake_estimators:slow_params'); "
-            "write_outputs(res, res.config.output)")
+    code = ("from nas.search import EstimatorConfig, SearchConfig, open_session, write_outputs; "
+            "from nas.search.workers import run_workers; "
+            "cfg = SearchConfig(target=4e8, strategy='random', budget=%d, "
+            "estimator=EstimatorConfig('fake', factory='_fake_estimators:slow_params')); "
+            "res = run_workers(open_session(cfg, output=%r), 2); write_outputs(res, res.config.storage.output)"
+            % (budget, str(out)))
     if via == "cli":  # the real command; proxy:params trials take milliseconds, hence the larger budget
-        cmd = ["nas-search", "--target-flops", "400M", "--evaluator", "proxy:params", "--strategy", "random",
+        cmd = ["nas-search", "--target-flops", "400M", "--estimator", "proxy:params", "--strategy", "random",
                "--budget", str(budget), "--workers", "2", "--output", str(out), "--no-progress"]
     else:  # the API with a fake estimator that sleeps per trial
         cmd = [sys.executable, "-c", code]
@@ -171,7 +173,7 @@ def _proc_state(pid: int) -> str:
 def test_ctrl_c_with_two_workers_stops_cleanly_and_requeues(out):
     """SIGINT to nas-search --workers 2: exit 130, outputs for the best so far, in-flight trials
     FAIL ('interrupted') and queued again, no worker left behind."""
-    cmd = ["nas-search", "--target-flops", "400M", "--evaluator", "proxy:params", "--strategy", "random",
+    cmd = ["nas-search", "--target-flops", "400M", "--estimator", "proxy:params", "--strategy", "random",
            "--budget", "100000", "--workers", "2", "--output", str(out), "--no-progress"]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))

@@ -10,10 +10,11 @@ import json
 import pytest
 
 import _fake_estimators as fe
-from nas.search import SearchConfig, run_search, write_outputs
+from nas.search import EstimatorConfig, SearchConfig, run_search, write_outputs
 from nas.samplers import STRATEGIES
 
 BUDGET = 10
+FAKE = EstimatorConfig("fake")  # names the study; the estimator object is passed to run_search
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ def tmp_path(tmp_path):  # the same name, on tmpfs (see fast_tmp_dir)
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
 def test_failures_are_recorded_and_the_search_meets_its_budget(strategy, tmp_path):
     est = fe.flaky()
-    res = run_search(SearchConfig(target=4e8, estimator="fake", budget=BUDGET, strategy=strategy, seed=1),
+    res = run_search(SearchConfig(target=4e8, estimator=FAKE, budget=BUDGET, strategy=strategy, seed=1),
                      output=tmp_path, estimator=est)
     assert res.n_complete == BUDGET and res.stopped_reason is None
     fails = [r for r in res.rows if r["state"] == "FAIL"]
@@ -46,7 +47,7 @@ def test_failures_are_recorded_and_the_search_meets_its_budget(strategy, tmp_pat
 
 
 def test_each_failure_kind_keeps_its_reason(tmp_path):
-    res = run_search(SearchConfig(target=4e8, estimator="fake", budget=25, strategy="random", seed=3),
+    res = run_search(SearchConfig(target=4e8, estimator=FAKE, budget=25, strategy="random", seed=3),
                      output=tmp_path, estimator=fe.flaky())
     reasons = [r["reason"] for r in res.rows if r["state"] == "FAIL"]
     assert any("nan" in r for r in reasons)
@@ -58,7 +59,7 @@ def test_each_failure_kind_keeps_its_reason(tmp_path):
 def test_a_search_where_everything_fails_stops(strategy, tmp_path):
     """No strategy may loop forever on failing proposals: the engine stops and says why."""
     est = fe.always_fail()
-    res = run_search(SearchConfig(target=4e8, estimator="fake", budget=5, strategy=strategy, seed=0),
+    res = run_search(SearchConfig(target=4e8, estimator=FAKE, budget=5, strategy=strategy, seed=0),
                      output=tmp_path, estimator=est)
     assert res.n_complete == 1  # the enqueued EfficientNet-B0 (a reference: it scores)
     assert res.stopped_reason and "failed" in res.stopped_reason

@@ -1,4 +1,4 @@
-"""``--backend ray`` (nas.ray_backend): one small end-to-end Ray Tune run (Ray's start-up costs seconds).
+"""``--backend ray`` (nas.search.ray_backend): one small end-to-end Ray Tune run (Ray's start-up costs seconds).
 
 Checks the contract shared with the local backend: the study holds exactly ``budget`` COMPLETE
 trials with unique numbers, failures are FAIL with their reason (and replaced), the output folder
@@ -15,14 +15,14 @@ import pytest
 from optuna.trial import TrialState
 
 import _fake_estimators as fe
-from nas.search import JOURNAL_NAME, SearchConfig, open_study, run_search, write_outputs
+from nas.search import JOURNAL_NAME, EstimatorConfig, SearchConfig, open_session, open_study, run_search, write_outputs
 
 pytest.importorskip("ray")
 TESTS = str(pathlib.Path(__file__).parent)
 
 
 def test_ray_backend_end_to_end(tmp_path, monkeypatch):
-    from nas.ray_backend import run_ray
+    from nas.search.ray_backend import run_ray
 
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]))
     out, cleanup = fe.fast_tmp_dir(tmp_path, "ray")
@@ -31,8 +31,9 @@ def test_ray_backend_end_to_end(tmp_path, monkeypatch):
     # one Ray for both runs (run_ray uses a running Ray and leaves it running): start-up costs seconds
     ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(out / "ray-tmp"), log_to_driver=False)
     try:
-        cfg = SearchConfig(target=4e8, estimator="fake", budget=5, strategy="tpe", seed=0)
-        res = run_ray(cfg, workers=2, output=out / "ray", estimator_factory="_fake_estimators:flaky")
+        cfg = SearchConfig(target=4e8, budget=5, strategy="tpe", seed=0,
+                           estimator=EstimatorConfig("fake", factory="_fake_estimators:flaky"))
+        res = run_ray(open_session(cfg, output=out / "ray"), workers=2)
         write_outputs(res, out / "ray")
         assert res.n_complete == 5 and res.extra["backend"] == "ray"
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -58,8 +59,9 @@ def test_ray_backend_end_to_end(tmp_path, monkeypatch):
         assert trials[0].user_attrs["fingerprint"] == s_ray["reference"]["fingerprint"]
 
         # resume: a larger budget runs only the remainder on the same study
-        res2 = run_ray(SearchConfig(**{**cfg.__dict__, "budget": 7}), workers=2, output=out / "ray",
-                       estimator_factory="_fake_estimators:params")
+        cfg2 = SearchConfig(target=4e8, budget=7, strategy="tpe", seed=0,
+                            estimator=EstimatorConfig("fake", factory="_fake_estimators:params"))
+        res2 = run_ray(open_session(cfg2, output=out / "ray"), workers=2)
         assert res2.n_complete == 7
         after = {t.number: t.params for t in study.get_trials(deepcopy=False) if t.number < len(trials)}
         assert after == {t.number: t.params for t in trials}
@@ -72,13 +74,14 @@ def test_ray_backend_end_to_end(tmp_path, monkeypatch):
 def test_ray_asha_with_a_per_epoch_estimator(tmp_path, monkeypatch):
     """Training estimator with several epochs: per-epoch results reach Tune, ASHA stops some trials
     (recorded PRUNED), and the budget still counts COMPLETE trials."""
-    from nas.ray_backend import run_ray
+    from nas.search.ray_backend import run_ray
 
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]))
     out, cleanup = fe.fast_tmp_dir(tmp_path, "ray-asha")
     try:
-        cfg = SearchConfig(target=4e8, estimator="train", epochs=4, budget=8, strategy="random", seed=0)
-        res = run_ray(cfg, workers=2, output=out, estimator_factory="_fake_estimators:epochs")
+        cfg = SearchConfig(target=4e8, budget=8, strategy="random", seed=0,
+                           estimator=EstimatorConfig("train", factory="_fake_estimators:epochs"))
+        res = run_ray(open_session(cfg, output=out), workers=2)
         assert res.n_complete == 8
         states = {r["state"] for r in res.rows}
         assert "PRUNED" in states, states
@@ -94,7 +97,7 @@ def test_nas_search_backend_ray_flag(tmp_path):
 
     out, cleanup = fe.fast_tmp_dir(tmp_path, "ray-cli")
     try:
-        r = subprocess.run(["nas-search", "--target-flops", "400M", "--evaluator", "proxy:params", "--budget", "3",
+        r = subprocess.run(["nas-search", "--target-flops", "400M", "--estimator", "proxy:params", "--budget", "3",
                             "--backend", "ray", "--workers", "2", "--output", str(out), "--no-progress"],
                            capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr[-2000:]

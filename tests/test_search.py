@@ -1,7 +1,7 @@
 """The search engine and the nas-search command: outputs, resume, failures, Ctrl-C, bad input.
 
 Engine tests use a cheap fake estimator (analytic, milliseconds per trial);
-CLI tests use ``--evaluator proxy:flops`` (analytic, no model is built) and tiny budgets.
+CLI tests use ``--estimator proxy:flops`` (analytic, no model is built) and tiny budgets.
 """
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from nas.cli.search import main as cli_main
 from nas.estimators import ESTIMATORS, Estimate
 from nas.presets import load_preset
 from nas.spec import Spec
-from nas.search import (JOURNAL_NAME, SearchConfig, make_cost_fn, make_objective, open_study, recover_stale_trials,
-                        run_search, summary_text, write_outputs)
+from nas.search import (JOURNAL_NAME, LatencyConfig, SearchConfig, StorageConfig, make_cost_fn, make_objective,
+                        open_study, recover_stale_trials, run_search, summary_text, write_outputs)
 from nas.reward import IdentityMap, Reward
 from nas.samplers import make_sampler
 from search_spaces import SPACES
@@ -58,8 +58,8 @@ class FakeEstimator:
 
 
 def _cfg(tmp_path, **kw):
-    base = dict(target=400e6, strategy="random", budget=6, seed=0, output=str(tmp_path / "out"), calibration_samples=6,
-                latency_runs=1, latency_warmup=0)
+    base = dict(target=400e6, strategy="random", budget=6, seed=0, storage=StorageConfig(output=str(tmp_path / "out")),
+                calibration_samples=6, latency=LatencyConfig(runs=1, warmup=0))
     base.update(kw)
     return SearchConfig(**base)
 
@@ -179,6 +179,7 @@ def test_latency_target_measures_and_caches(tmp_path):
     assert all(r["latency"] > 0 for r in _complete(res))
     cache = json.loads((tmp_path / "out" / "latency_cache.json").read_text())
     assert all(k.endswith("@1") and v["threads"] == 1 for k, v in cache.items())
+    assert {v["runs"] for v in cache.values()} == {1}  # the configured runs, not LatencyMeter's default 10
 
 
 def test_training_estimator_is_registered_with_every_proxy():
@@ -212,7 +213,7 @@ def test_training_estimator_uses_the_short_budget_recipe_and_records_it(monkeypa
 
 def test_cli_run_and_resume(tmp_path, capsys):
     out = tmp_path / "run"
-    argv = ["--target-flops", "0.4G", "--evaluator", "proxy:flops", "--budget", "3", "--output", str(out),
+    argv = ["--target-flops", "0.4G", "--estimator", "proxy:flops", "--budget", "3", "--output", str(out),
             "--no-progress", "--strategy", "random"]
     assert cli_main(argv) == 0
     text = capsys.readouterr().out
@@ -231,8 +232,10 @@ BAD = [
     (["--target-flops=-400M"], "> 0"),
     (["--target-latency=-1ms"], "> 0"),
     (["--target-flops", "400M", "--strategy", "annealing"], "unknown strategy"),
-    (["--target-flops", "400M", "--evaluator", "oracle"], "unknown evaluator"),
-    (["--target-flops", "400M", "--evaluator", "proxy:magic"], "unknown evaluator"),
+    (["--target-flops", "400M", "--estimator", "oracle"], "unknown estimator"),
+    (["--target-flops", "400M", "--evaluator", "proxy:magic"], "unknown estimator"),
+    (["--target-flops", "400M", "--estimator", "proxy:synflow", "--epochs", "2"], "--epochs does not apply"),
+    (["--target-flops", "400M", "--evaluator", "proxy", "--limit-train", "64"], "--limit-train does not apply"),
     (["--target-flops", "400M", "--budget", "0"], "--budget"),
     (["--target-flops", "400M", "--budget", "-3"], "--budget"),
     (["--target-flops", "400M", "--constraint", "medium"], "--constraint"),
@@ -269,7 +272,7 @@ def test_cli_unwritable_output(tmp_path, capsys):
 def test_cli_ctrl_c_writes_best_so_far_and_resumes(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-c", "from nas.cli.search import entry; entry()", "--target-flops", "400M",
-           "--evaluator", "proxy:flops", "--strategy", "random", "--budget", "100000", "--output", str(out),
+           "--estimator", "proxy:flops", "--strategy", "random", "--budget", "100000", "--output", str(out),
            "--no-progress"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     journal = out / JOURNAL_NAME
@@ -301,20 +304,64 @@ def test_cli_defaults_follow_the_proxy_study(tmp_path):
     from nas.search import DEFAULT_BUDGET, TRAIN_BUDGET
 
     cfg, *_ = parse_config(["--target-flops", "400M", "--output", str(tmp_path / "a")])
-    assert (cfg.estimator, cfg.budget, cfg.data) == ("train", TRAIN_BUDGET, "sample")
-    assert make_estimator(cfg.estimator, None).resolution == TRAIN_RESOLUTION == 16
+    assert (cfg.estimator.name, cfg.budget, cfg.estimator.data) == ("train", TRAIN_BUDGET, "sample")
+    assert make_estimator(cfg.estimator.name, None).resolution == TRAIN_RESOLUTION == 16
     cfg, *_ = parse_config(["--target-flops", "400M", "--evaluator", "proxy", "--output", str(tmp_path / "b")])
-    assert (cfg.estimator, cfg.budget) == ("proxy:synflow", DEFAULT_BUDGET)
+    assert (cfg.estimator.name, cfg.budget) == ("proxy:synflow", DEFAULT_BUDGET)
+
+
+def test_the_config_defaults_are_the_cli_defaults(tmp_path):
+    # a search configured in code runs what the bare command runs (once the proxy:synflow default of
+    # SearchConfig disagreed with the command's train)
+    from nas.cli.search import parse_config
+    from nas.estimators import DEFAULT_ESTIMATOR
+
+    out = str(tmp_path / "a")
+    cfg, *_ = parse_config(["--target-flops", "400M", "--output", out])
+    assert cfg == SearchConfig(target=400e6, storage=StorageConfig(output=out))
+    assert SearchConfig(target=1.0).estimator.name == DEFAULT_ESTIMATOR
+
+
+@pytest.mark.parametrize("flag", ["--estimator", "--evaluator"])
+def test_estimator_flag_and_its_old_name(tmp_path, flag):
+    from nas.cli.search import parse_config
+
+    cfg, *_ = parse_config(["--target-flops", "400M", flag, "proxy:snip", "--output", str(tmp_path / "a")])
+    assert cfg.estimator.name == "proxy:snip"
+
+
+def test_a_misspelled_estimator_option_fails_loudly(tmp_path):
+    from nas.estimators import make_estimator
+    from nas.search import EstimatorConfig, estimator_for
+
+    with pytest.raises(TypeError, match="'epoch'"):
+        make_estimator("train", None, epoch=3)
+    with pytest.raises(TypeError, match="'limit_train'"):  # a training option given to a proxy
+        make_estimator("proxy:synflow", None, limit_train=64)
+    cfg = SearchConfig(target=4e8, estimator=EstimatorConfig("train", options={"recipie": "adamw"}))
+    with pytest.raises(TypeError, match="'recipie'"):
+        estimator_for(cfg, dataset=object())
+
+
+def test_config_round_trips_through_plain_data():
+    # how worker processes receive it; an unknown setting is refused, not ignored
+    from nas.search import EstimatorConfig
+
+    cfg = SearchConfig(target=0.02, metric="latency", estimator=EstimatorConfig("train", options={"epochs": 2.0}),
+                       latency=LatencyConfig(runs=2, warmup=1), storage=StorageConfig(output="x"))
+    assert SearchConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(ValueError, match="latency_runs"):
+        SearchConfig.from_dict({**cfg.to_dict(), "latency_runs": 2})
 
 
 def test_cli_recipe_reaches_the_training_estimator(tmp_path):
     # one construction (nas.search.estimator_for) serves the engine, the local workers and Ray
     from nas.cli.search import parse_config
-    from nas.search import _estimator_options, estimator_for
+    from nas.search import estimator_for
 
     cfg, *_ = parse_config(["--target-flops", "400M", "--output", str(tmp_path / "a")])
-    assert cfg.recipe is None and "recipe" not in _estimator_options(cfg)  # the estimator's own default
+    assert cfg.estimator.options == {}  # the estimator's own defaults
     assert estimator_for(cfg).describe()["recipe"] == "adamw"
     cfg, *_ = parse_config(["--target-flops", "400M", "--recipe", "efficientnet", "--output", str(tmp_path / "b")])
-    assert _estimator_options(cfg)["recipe"] == "efficientnet"
+    assert cfg.estimator.options == {"recipe": "efficientnet"}
     assert estimator_for(cfg).describe()["recipe"] == "efficientnet"

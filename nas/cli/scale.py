@@ -259,14 +259,8 @@ def _grid(base, args, argv) -> int:
     _note(f"grid: {n_points} (alpha, beta, gamma) points with |alpha*beta^2*gamma^2 - 2| <= {args.tolerance:g} x 2; "
           f"base {base.name} at {base.resolution} px; {args.data}, {args.epochs:g} epoch(s), "
           f"limit_train={args.limit_train}")
-    storage = args.storage
-    if storage and "://" not in storage:  # a plain path: a journal file there
-        import optuna
-        from optuna.storages.journal import JournalFileBackend
-
-        storage = optuna.storages.JournalStorage(JournalFileBackend(storage))
     try:
-        result = run_grid_search(base, evaluate, storage=storage, output_dir=out, step=args.step,
+        result = run_grid_search(base, evaluate, storage=args.storage, output_dir=out, step=args.step,
                                  max_coef=args.max_coef, tolerance=args.tolerance,
                                  max_candidates=args.max_candidates, budget=budget, progress=not args.quiet,
                                  log=_note)

@@ -30,15 +30,18 @@ def _parser() -> ArgumentParser:
     ap.add_argument("--w", type=float, help="exponent overriding both alpha and beta")
     ap.add_argument("--strategy", default="tpe", help=f"one of {', '.join(STRATEGY_NAMES)} (default tpe)")
     ap.add_argument("--budget", type=int, default=None,
-                    help=f"complete trials (default {TRAIN_BUDGET} with --evaluator train, {DEFAULT_BUDGET} with a proxy)")
+                    help=f"complete trials (default {TRAIN_BUDGET} with --estimator train, {DEFAULT_BUDGET} with a proxy)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--evaluator", default=None, help="train (default: 1 epoch at 16 px) or proxy[:NAME] (proxy = proxy:synflow)")
+    # --evaluator: the flag's first name, kept as an alias
+    ap.add_argument("--estimator", "--evaluator", dest="estimator", default=None,
+                    help="train (default: 1 epoch at 16 px) or proxy[:NAME] (proxy = proxy:synflow)")
     ap.add_argument("--data", default="sample", help="dataset for the estimator (default: the embedded sample)")
-    ap.add_argument("--epochs", type=float, default=1, help="training epochs per trial (--evaluator train)")
+    ap.add_argument("--epochs", type=float, default=None,
+                    help="training epochs per trial (--estimator train; default 1)")
     ap.add_argument("--recipe", choices=RECIPE_NAMES, default=None,
-                    help="training recipe per trial (--evaluator train; default adamw, see nas-train)")
-    ap.add_argument("--limit-train", type=int, help="train on at most N images per epoch (--evaluator train)")
-    ap.add_argument("--limit-val", type=int, help="evaluate on at most N held-out images (--evaluator train)")
+                    help="training recipe per trial (--estimator train; default adamw, see nas-train)")
+    ap.add_argument("--limit-train", type=int, help="train on at most N images per epoch (--estimator train)")
+    ap.add_argument("--limit-val", type=int, help="evaluate on at most N held-out images (--estimator train)")
     ap.add_argument("--resolution", type=int, help="estimator resolution (default: train 16, proxy 32)")
     ap.add_argument("--space", default="mnasnet-b0", help="search space (mnasnet-b0, mnasnet-mbv2)")
     ap.add_argument("--storage", help="Optuna storage URL (default: a journal file in the output folder)")
@@ -46,7 +49,7 @@ def _parser() -> ArgumentParser:
     ap.add_argument("--output", help="output folder (default runs/<time>-<strategy>-s<seed>)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for estimating (default 1)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
-    # scale-out (nas.workers, nas.ray_backend; issue 7)
+    # scale-out (nas.search.workers, nas.search.ray_backend; issue 7)
     so = ap.add_argument_group("scale-out")
     so.add_argument("--workers", type=int, metavar="N", help="concurrent trials: N local processes on one study "
                     "(default 1), or N concurrent Ray trials (--backend ray; default: as many as the CPUs allow)")
@@ -73,7 +76,7 @@ def _check_writable(folder: Path) -> None:
 
 def parse_config(argv):
     """argv -> (SearchConfig, output folder); raises UsageError on any bad input, creates nothing."""
-    from ..search import SearchConfig
+    from ..search import EstimatorConfig, SearchConfig, StorageConfig, default_budget
 
     args = _parser().parse_args(argv)
     if (args.target_flops is None) == (args.target_latency is None):
@@ -92,19 +95,18 @@ def parse_config(argv):
 
     if args.strategy not in STRATEGIES:
         raise UsageError(f"unknown strategy {args.strategy!r}; strategies: {', '.join(STRATEGIES)}")
-    from ..estimators import DEFAULT_ESTIMATOR, DEFAULT_PROXY, ESTIMATORS
-    from ..search import DEFAULT_BUDGET, TRAIN_BUDGET
+    from ..estimators import DEFAULT_ESTIMATOR, DEFAULT_PROXY, ESTIMATORS, estimator_options
 
-    est = args.evaluator or DEFAULT_ESTIMATOR
+    est = args.estimator or DEFAULT_ESTIMATOR
     if est == "proxy":
         est = DEFAULT_PROXY
     if args.budget is None:
-        args.budget = TRAIN_BUDGET if est == "train" else DEFAULT_BUDGET
+        args.budget = default_budget(est)
     if args.budget <= 0:
         raise UsageError(f"--budget must be > 0, got {args.budget}")
     if est not in ESTIMATORS:
-        raise UsageError(f"unknown evaluator {est!r}; evaluators: proxy, {', '.join(ESTIMATORS)}")
-    if not (args.epochs > 0 and math.isfinite(args.epochs)):
+        raise UsageError(f"unknown estimator {est!r}; estimators: proxy, {', '.join(ESTIMATORS)}")
+    if args.epochs is not None and not (args.epochs > 0 and math.isfinite(args.epochs)):
         raise UsageError(f"--epochs must be > 0, got {args.epochs}")
     for flag, v in (("--limit-train", args.limit_train), ("--limit-val", args.limit_val)):
         if v is not None and v < 2:
@@ -119,18 +121,26 @@ def parse_config(argv):
         raise UsageError(f"unknown space {args.space!r}; spaces: {', '.join(SPACES)}")
     if args.storage is not None and "://" not in args.storage:
         raise UsageError(f"--storage must be an Optuna storage URL (e.g. sqlite:///study.db), got {args.storage!r}")
+    # only the options given reach the estimator (its own defaults fill the rest); one it does not take is an error
+    given = {"epochs": args.epochs, "recipe": args.recipe, "resolution": args.resolution,
+             "limit_train": args.limit_train, "limit_val": args.limit_val}
+    options = {k: v for k, v in given.items() if v is not None}
+    takes = estimator_options(est)
+    for k in options:
+        if k not in takes:
+            flags = ", ".join("--" + o.replace("_", "-") for o in takes if o in given) or "none of these"
+            raise UsageError(f"--{k.replace('_', '-')} does not apply to --estimator {est} (it takes {flags})")
     output = Path(args.output or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-{args.strategy}-s{args.seed}")
     _check_writable(output)
     cfg = SearchConfig(target=target, metric=metric, constraint=args.constraint, w=args.w, strategy=args.strategy,
-                       budget=args.budget, seed=args.seed, estimator=est, data=args.data, epochs=args.epochs, recipe=args.recipe,
-                       resolution=args.resolution, space=args.space, storage=args.storage,
-                       study_name=args.study_name, output=str(output), limit_train=args.limit_train,
-                       limit_val=args.limit_val)
+                       budget=args.budget, seed=args.seed, space=args.space,
+                       estimator=EstimatorConfig(name=est, data=args.data, options=options),
+                       storage=StorageConfig(url=args.storage, study_name=args.study_name, output=str(output)))
     return cfg, output, not args.no_progress, args.threads
 
 
 def parse_scale_out(argv, cfg) -> dict:
-    """--workers/--backend/--address/--cpus-per-trial -> options for nas.workers / nas.ray_backend; creates nothing."""
+    """--workers/--backend/--address/--cpus-per-trial -> how to run the trials; creates nothing."""
     args = _parser().parse_args(argv)
     if args.backend not in ("local", "ray"):
         raise UsageError(f"--backend must be local or ray, got {args.backend!r}")
@@ -140,7 +150,7 @@ def parse_scale_out(argv, cfg) -> dict:
         raise UsageError(f"--cpus-per-trial must be in (0, 1024], got {args.cpus_per_trial}")
     if args.backend == "local" and (args.address is not None or args.cpus_per_trial != 1.0):
         raise UsageError("--address and --cpus-per-trial need --backend ray")
-    if args.backend == "local" and (args.workers or 1) > 1 and cfg.storage and cfg.storage.startswith("sqlite"):
+    if args.backend == "local" and (args.workers or 1) > 1 and (cfg.storage.url or "").startswith("sqlite"):
         raise UsageError("--workers > 1 with SQLite storage is unsafe (concurrent writers); use the default journal "
                          "file or a database server URL")
     if args.backend == "ray":
@@ -152,51 +162,43 @@ def parse_scale_out(argv, cfg) -> dict:
             "cpus_per_trial": args.cpus_per_trial}
 
 
-def _run_scaled(cfg, output, progress, dataset, scale: dict, threads: int):
-    """Dispatch to the local workers or the Ray backend (same result type, same outputs)."""
-    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
-    try:
-        if scale["backend"] == "ray":
-            from ..ray_backend import run_ray
+def _run(session, progress: bool, scale: dict, threads: int, started: float):
+    """The trials of ``session``, by the backend ``scale`` names (same result type, same outputs)."""
+    if scale["backend"] == "ray":
+        from ..search.ray_backend import run_ray
 
-            return run_ray(cfg, workers=scale["workers"], address=scale["address"],
-                           cpus_per_trial=scale["cpus_per_trial"], output=output, dataset=dataset,
-                           threads=max(threads, int(scale["cpus_per_trial"])), log=log)
-        from ..workers import run_workers
+        return run_ray(session, workers=scale["workers"], address=scale["address"],
+                       cpus_per_trial=scale["cpus_per_trial"], threads=max(threads, int(scale["cpus_per_trial"])),
+                       started=started)
+    if (scale["workers"] or 1) > 1:
+        from ..search.workers import run_workers
 
-        return run_workers(cfg, scale["workers"], output=output, progress=progress, dataset=dataset,
-                           threads=threads, log=log)
-    except (ValueError, RuntimeError, ConnectionError) as e:  # a worker failed, no cluster at --address, ...
-        raise RuntimeFailure(" ".join(str(e).split())[:500] or type(e).__name__) from None
+        return run_workers(session, scale["workers"], progress=progress, threads=threads, started=started)
+    from ..search import run_local
+
+    return run_local(session, progress=progress, started=started)
 
 
 @command("nas-search")
 def main(argv=None) -> int:
     cfg, output, progress, threads = parse_config(argv)
     scale = parse_scale_out(argv, cfg)
-    dataset = load_data(cfg.data, seed=cfg.seed)
+    dataset = load_data(cfg.estimator.data, seed=cfg.seed)
     import torch
 
     # One thread by default: on this shared 2-core machine two threads were 5-10x
     # *slower* (synflow 0.25 s vs 1.2-3.9 s per candidate; a B0 training step at
     # 16 px, batch 64: 1.4 s vs 8.6 s), the small tensors of a search being all overhead.
     torch.set_num_threads(threads)
-    from ..search import run_search, summary_text, write_outputs
+    from ..search import open_session, summary_text, write_outputs
 
     output.mkdir(parents=True, exist_ok=True)
-    if cfg.storage is None:  # a kill -9 during an append can leave a torn last line in the journal
-        from ..search import JOURNAL_NAME
-        from ..workers import repair_journal
-
-        repair_journal(output / JOURNAL_NAME)
-    if scale["backend"] == "ray" or (scale["workers"] or 1) > 1:
-        res = _run_scaled(cfg, output, progress, dataset, scale, threads)
-    else:
-        try:
-            res = run_search(cfg, output=output, progress=progress,
-                             dataset=dataset, log=lambda m: print(m, file=sys.stderr))
-        except ValueError as e:  # e.g. an existing study with other directions
-            raise RuntimeFailure(str(e)) from None
+    started = time.perf_counter()
+    try:
+        session = open_session(cfg, output=output, dataset=dataset, log=lambda m: print(m, file=sys.stderr))
+        res = _run(session, progress, scale, threads, started)
+    except (ValueError, RuntimeError, ConnectionError) as e:  # a study with other directions, a worker failed, ...
+        raise RuntimeFailure(" ".join(str(e).split())[:500] or type(e).__name__) from None
     write_outputs(res, output)
     sys.stdout.write(summary_text(res) + f"\noutputs: {output}\n")
     if res.interrupted:

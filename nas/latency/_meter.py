@@ -51,14 +51,18 @@ class LatencyMeter:
     def __init__(self, *, threads: int = 1, warmup: int = 3, runs: int = 10, cache_path: str | os.PathLike | None = None):
         self.threads, self.warmup, self.runs = threads, warmup, runs
         self.cache_path = Path(cache_path) if cache_path else None
-        self._cache: dict[str, dict] = {}
-        if self.cache_path and self.cache_path.exists():
-            try:
-                data = json.loads(self.cache_path.read_text())
-                if isinstance(data, dict):
-                    self._cache.update({k: v for k, v in data.items() if isinstance(v, dict) and "seconds" in v})
-            except (OSError, ValueError):
-                pass  # a corrupt cache is only a cache: measure again
+        self._cache: dict[str, dict] = self._read()
+
+    def _read(self) -> dict[str, dict]:
+        if not (self.cache_path and self.cache_path.exists()):
+            return {}
+        try:
+            data = json.loads(self.cache_path.read_text())
+        except (OSError, ValueError):
+            return {}  # a corrupt cache is only a cache: measure again
+        if not isinstance(data, dict):
+            return {}
+        return {k: v for k, v in data.items() if isinstance(v, dict) and "seconds" in v}
 
     def _key(self, spec: Spec) -> str:
         return f"{spec.fingerprint()}@{self.threads}"
@@ -71,6 +75,8 @@ class LatencyMeter:
         lat = measure_latency(spec, threads=self.threads, warmup=self.warmup, runs=self.runs)
         self._cache[key] = lat.to_dict()
         if self.cache_path:
+            # local workers share the file: keep what the others wrote since this meter read it
+            self._cache = {**self._read(), **self._cache}
             atomic_write_text(self.cache_path, json.dumps(self._cache, indent=1, sort_keys=True) + "\n")
         return lat
 
