@@ -146,6 +146,10 @@ ESTIMATORS: dict[str, Callable] = _registry()
 
 
 def _factory(name: str) -> Callable:
+    if name.startswith("supernet:"):  # a trained supernet's folder: scores members by inherited weights
+        from .supernet import SupernetEstimator  # lazy: the checkpoint loads only when asked
+
+        return functools.partial(SupernetEstimator, name.split(":", 1)[1])
     try:
         return ESTIMATORS[DEFAULT_PROXY if name == "proxy" else name]
     except KeyError:

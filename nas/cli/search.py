@@ -26,8 +26,13 @@ def _parser() -> ArgumentParser:
     t = ap.add_argument_group("target (exactly one)")
     t.add_argument("--target-flops", metavar="N", help="FLOPs target at the spec's resolution: 400M, 0.4G, 4e8")
     t.add_argument("--target-latency", metavar="T", help="measured batch-1 latency target: 20ms, 0.02")
-    ap.add_argument("--constraint", default="soft", help="soft (alpha=beta=-0.07, default) or hard (alpha=0, beta=-1)")
-    ap.add_argument("--w", type=float, help="exponent overriding both alpha and beta")
+    ap.add_argument("--constraint", default="absolute",
+                    help="absolute (TuNAS: ACC + beta*|C/T - 1|, default), soft (MnasNet: alpha=beta=-0.07) "
+                         "or hard (MnasNet: alpha=0, beta=-1)")
+    ap.add_argument("--w", type=float, help="absolute: its beta (< 0); soft/hard: the exponent overriding alpha and beta")
+    ap.add_argument("--latency-table", metavar="TABLE",
+                    help="--target-latency: predict each candidate's latency from this nas-latency table "
+                         "instead of measuring it")
     ap.add_argument("--strategy", default="tpe", help=f"one of {', '.join(STRATEGY_NAMES)} (default tpe)")
     ap.add_argument("--budget", type=int, default=None,
                     help=f"complete trials (default {TRAIN_BUDGET} with --estimator train, {DEFAULT_BUDGET} with a proxy)")
@@ -74,9 +79,38 @@ def _check_writable(folder: Path) -> None:
         raise UsageError(f"--output {folder}: {p} is not a writable folder")
 
 
+def _check_supernet(directory: str) -> None:
+    """A trained supernet's folder (nas-supernet train --output DIR); its content is checked when it loads."""
+    if not directory:
+        raise UsageError("--estimator supernet:DIR needs the folder of a trained supernet (nas-supernet train)")
+    if not Path(directory).is_dir():
+        raise UsageError(f"--estimator supernet:{directory}: no such folder (train one with nas-supernet train)")
+
+
+def _check_latency_table(path: str, space_name: str, target: float) -> str:
+    """The table's absolute path, once it loads, covers the space, fits this machine and can reach the target."""
+    from search_spaces import SPACES
+
+    from ..latency import LatencyTable, TableError, fastest_member, predict
+
+    try:
+        table = LatencyTable.load(path)
+    except TableError as e:
+        raise UsageError(f"--latency-table: {e}") from None
+    if table.space != space_name:
+        raise UsageError(f"--latency-table {path} is for space {table.space}, not {space_name}")
+    if not table.complete:
+        raise UsageError(f"--latency-table {path} is incomplete: rerun nas-latency table to finish it")
+    fastest = predict(fastest_member(SPACES[space_name], table), table)
+    if target < fastest:
+        raise UsageError(f"--target-latency {target * 1e3:g} ms is below the fastest member of {space_name} "
+                         f"({fastest * 1e3:.2f} ms predicted by {path})")
+    return str(Path(path).resolve())
+
+
 def parse_config(argv):
     """argv -> (SearchConfig, output folder); raises UsageError on any bad input, creates nothing."""
-    from ..search import EstimatorConfig, SearchConfig, StorageConfig, default_budget
+    from ..search import EstimatorConfig, LatencyConfig, SearchConfig, StorageConfig, default_budget
 
     args = _parser().parse_args(argv)
     if (args.target_flops is None) == (args.target_latency is None):
@@ -87,10 +121,19 @@ def parse_config(argv):
         metric, target = "latency", parse_quantity(args.target_latency, unit="s")
     if not target > 0:
         raise UsageError(f"the target must be > 0, got {args.target_flops or args.target_latency}")
-    if args.constraint not in ("soft", "hard"):
-        raise UsageError(f"--constraint must be soft or hard, got {args.constraint!r}")
+    from ..reward import CONSTRAINTS
+
+    if args.constraint not in CONSTRAINTS:
+        raise UsageError(f"--constraint must be one of {', '.join(CONSTRAINTS)}, got {args.constraint!r}")
     if args.w is not None and not math.isfinite(args.w):
         raise UsageError(f"--w must be a finite number, got {args.w}")
+    if args.constraint == "absolute" and args.w is not None and not args.w < 0:
+        raise UsageError(f"--w is the absolute reward's beta and must be < 0 (a penalty), got {args.w:g}")
+    latency = {}
+    if args.latency_table is not None:
+        if metric != "latency":
+            raise UsageError("--latency-table needs --target-latency")
+        latency["table"] = _check_latency_table(args.latency_table, args.space, target)
     from ..samplers import STRATEGIES
 
     if args.strategy not in STRATEGIES:
@@ -104,8 +147,10 @@ def parse_config(argv):
         args.budget = default_budget(est)
     if args.budget <= 0:
         raise UsageError(f"--budget must be > 0, got {args.budget}")
-    if est not in ESTIMATORS:
-        raise UsageError(f"unknown estimator {est!r}; estimators: proxy, {', '.join(ESTIMATORS)}")
+    if est.startswith("supernet:"):
+        _check_supernet(est.split(":", 1)[1])
+    elif est not in ESTIMATORS:
+        raise UsageError(f"unknown estimator {est!r}; estimators: proxy, supernet:DIR, {', '.join(ESTIMATORS)}")
     if args.epochs is not None and not (args.epochs > 0 and math.isfinite(args.epochs)):
         raise UsageError(f"--epochs must be > 0, got {args.epochs}")
     for flag, v in (("--limit-train", args.limit_train), ("--limit-val", args.limit_val)):
@@ -135,7 +180,8 @@ def parse_config(argv):
     cfg = SearchConfig(target=target, metric=metric, constraint=args.constraint, w=args.w, strategy=args.strategy,
                        budget=args.budget, seed=args.seed, space=args.space,
                        estimator=EstimatorConfig(name=est, data=args.data, options=options),
-                       storage=StorageConfig(url=args.storage, study_name=args.study_name, output=str(output)))
+                       storage=StorageConfig(url=args.storage, study_name=args.study_name, output=str(output)),
+                       latency=LatencyConfig(**latency))
     return cfg, output, not args.no_progress, args.threads
 
 
@@ -199,7 +245,7 @@ def main(argv=None) -> int:
         res = _run(session, progress, scale, threads, started)
     except (ValueError, RuntimeError, ConnectionError) as e:  # a study with other directions, a worker failed, ...
         raise RuntimeFailure(" ".join(str(e).split())[:500] or type(e).__name__) from None
-    write_outputs(res, output)
+    write_outputs(res, output, weights=getattr(session.estimator, "state_dict", None))
     sys.stdout.write(summary_text(res) + f"\noutputs: {output}\n")
     if res.interrupted:
         print("nas-search: interrupted; outputs hold the best so far (rerun the same command to resume)",

@@ -21,8 +21,8 @@ from ._build import (build_table, check_environment, check_same_setup, fit_overh
                      measure_network, new_table, space_members)
 from ._keys import Entry, space_entries, spec_entries
 from ._meter import Latency, LatencyMeter, measure_latency
-from ._table import (FIT_MODELS, FORMAT, VERSION, LatencyTable, MissingEntryError, TableError, fastest_member,
-                     fit_linear, predict, predict_breakdown)
+from ._table import (FIT_MODELS, FORMAT, VERSION, LatencyTable, MissingEntryError, TableError, TablePredictor,
+                     fastest_member, fit_linear, predict, predict_breakdown)
 from ._validate import agreement, validate, write_report
 
 __all__ = [
@@ -30,7 +30,7 @@ __all__ = [
     "Latency", "LatencyMeter", "measure_latency",
     # the table and the predictor (torch-free)
     "LatencyTable", "TableError", "MissingEntryError", "FORMAT", "VERSION", "predict", "predict_breakdown",
-    "fastest_member", "FIT_MODELS", "fit_linear",
+    "fastest_member", "FIT_MODELS", "fit_linear", "TablePredictor",
     # what the table is keyed by
     "Entry", "spec_entries", "space_entries",
     # backends and measuring

@@ -41,7 +41,8 @@ from typing import Any
 from ..spec import Spec, atomic_write_text
 from ._keys import Entry, conv_out, spec_entries, stage_variants, tail_entries
 
-__all__ = ["FORMAT", "VERSION", "FIT_MODELS", "fit_linear", "TableError", "MissingEntryError", "LatencyTable", "predict", "predict_breakdown", "fastest_member"]
+__all__ = ["FORMAT", "VERSION", "FIT_MODELS", "fit_linear", "TableError", "MissingEntryError", "LatencyTable", "predict",
+           "predict_breakdown", "fastest_member", "TablePredictor"]
 
 FORMAT = "nas-latency-table"
 VERSION = 1
@@ -320,3 +321,13 @@ def fastest_member(space: Any, table: LatencyTable) -> Spec:
 
 def _tail_seconds(skeleton: Spec, width: int, res: int, t) -> float:
     return math.fsum(t(e) for _, e in tail_entries(skeleton, width, res))
+
+
+class TablePredictor:
+    """``spec -> seconds`` from a table: what the search calls where it would measure (``--latency-table``)."""
+
+    def __init__(self, table: LatencyTable):
+        self.table = table
+
+    def __call__(self, spec: Spec) -> float:
+        return predict(spec, self.table)

@@ -48,6 +48,7 @@ class LatencyConfig:
     threads: int = 1
     runs: int = 10
     warmup: int = 3
+    table: str | None = None  # a nas-latency table: predict instead of measuring (nas.latency.predict)
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ _NESTED = {"estimator": EstimatorConfig, "latency": LatencyConfig, "storage": St
 class SearchConfig:
     target: float  # FLOPs or seconds, as ``metric`` says
     metric: str = "flops"  # flops | latency
-    constraint: str = "soft"
+    constraint: str = "absolute"  # TuNAS's reward: the one whose argmax the target moves (nas.reward)
     w: float | None = None
     strategy: str = "tpe"
     budget: int = TRAIN_BUDGET  # complete trials; default_budget(estimator) is the CLI's rule

@@ -111,7 +111,9 @@ def pareto_png(res: SearchResult) -> bytes:
     return buf.getvalue()
 
 
-def write_outputs(res: SearchResult, folder: str | Path) -> list[Path]:
+def write_outputs(res: SearchResult, folder: str | Path, weights=None) -> list[Path]:
+    """The output files; ``weights`` (spec -> state dict, e.g. a supernet estimator's ``state_dict``)
+    adds ``best.weights.pt``: the best architecture's inherited weights, ready to export or fine-tune."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
@@ -119,6 +121,15 @@ def write_outputs(res: SearchResult, folder: str | Path) -> list[Path]:
     if spec is not None:
         atomic_write_text(folder / "best.json", spec.to_json() + "\n")
         written.append(folder / "best.json")
+        if weights is not None:
+            import io
+
+            import torch
+
+            buf = io.BytesIO()
+            torch.save(weights(spec), buf)
+            atomic_write_bytes(folder / "best.weights.pt", buf.getvalue())
+            written.append(folder / "best.weights.pt")
     atomic_write_text(folder / "trials.csv", trials_csv(res))
     atomic_write_text(folder / "summary.json", json.dumps(summary_dict(res), indent=2, default=str) + "\n")
     atomic_write_bytes(folder / "pareto.png", pareto_png(res))

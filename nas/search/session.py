@@ -234,7 +234,7 @@ class SearchSession:
     directions: list[str]
     estimator: Any
     cost_fn: Callable[[Spec], dict]
-    latency_meter: Any  # what cost_fn measures latency with (nas.latency.LatencyMeter)
+    latency_meter: Any  # what cost_fn measures latency with (nas.latency.LatencyMeter or TablePredictor)
     storage: str  # a URL, ":memory:" or the journal's path
     study_name: str
     study: Any  # None in a trial process
@@ -315,7 +315,7 @@ def open_session(cfg: SearchConfig, *, output: str | Path | None = None, role: s
 
     from search_spaces import get_space
 
-    from ..latency import LatencyMeter
+    from ..latency import LatencyMeter, LatencyTable, TablePredictor
     from ..samplers import make_sampler
 
     if role not in ROLES:
@@ -332,8 +332,11 @@ def open_session(cfg: SearchConfig, *, output: str | Path | None = None, role: s
         estimator = estimator_for(cfg, dataset)
     # a trial process may run on another machine, without the output folder: its cache stays in memory
     cache = out / LATENCY_CACHE if cfg.metric == "latency" and role != "trial" else None
-    meter = LatencyMeter(threads=cfg.latency.threads, runs=cfg.latency.runs, warmup=cfg.latency.warmup,
-                         cache_path=cache)
+    if cfg.latency.table:  # predicted from a per-layer table: ~0.2 ms instead of ~1 s measured
+        meter = TablePredictor(LatencyTable.load(cfg.latency.table))
+    else:
+        meter = LatencyMeter(threads=cfg.latency.threads, runs=cfg.latency.runs, warmup=cfg.latency.warmup,
+                             cache_path=cache)
     cost_fn = make_cost_fn(cfg.metric, meter)
     storage = cfg.storage.url or str(out / JOURNAL_NAME)
     study_name = cfg.storage.study_name or cfg.default_study_name()
