@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -146,7 +147,7 @@ def train_detector(spec: DetectorSpec, data, *, epochs: int = 1, batch_size: int
                         "seconds": round(seconds, 1)})
         if bar is not None:
             bar.write(f"epoch {epoch + 1}/{epochs}: loss {run['loss']:.4f}, mAP {metrics['map']:.4f}, "
-                      f"mAP@.5 {metrics['map50']:.4f}, {seconds:.0f} s")
+                      f"mAP@.5 {metrics['map50']:.4f}, {seconds:.0f} s", file=sys.stderr)  # stdout may be --json
         if ckpt is not None:
             buf = io.BytesIO()
             torch.save({"settings": settings, "model": model.state_dict(), "optimizer": opt.state_dict(),
