@@ -158,3 +158,16 @@ def test_nas_train_dispatches_detectors(tmp_path):
 
     rc = main([str(SMALL), "--resolution", "48", "--output", str(tmp_path / "o")])
     assert rc == 2 and not (tmp_path / "o").exists()
+
+
+def test_nas_train_detector_json_is_one_object(tmp_path, capsys):
+    pytest.importorskip("pycocotools")
+    from nas.cli.train import main
+
+    rc = main([str(SMALL), "--train-images", "16", "--val-images", "4", "--batch-size", "8", "--json",
+               "--output", str(tmp_path / "o")])
+    out = capsys.readouterr().out
+    assert rc == 0
+    r = json.loads(out)
+    assert r["steps"] == 2 and 0.0 <= r["map"] <= 1.0 and len(r["history"]) == 1
+    assert json.loads((tmp_path / "o" / "metrics.json").read_text())["map"] == r["map"]
