@@ -3,8 +3,9 @@
 Rooms, one job each: :mod:`.spec` (the versioned ``nas-detector`` format),
 :mod:`.build` (spec -> module), :mod:`.cost` (analytic params and FLOPs),
 :mod:`.postprocess` (anchors, box decoding, batched NMS), :mod:`.export` (ONNX),
-:mod:`.presets` (efficientdet-d0 ... d7).  Torch loads only with build, postprocess
-and export::
+:mod:`.presets` (efficientdet-d0 ... d7); for training, :mod:`.data` (items pasted on
+canvases), :mod:`.loss` (assignment, focal + Huber), :mod:`.evaluate` (COCO mAP with
+pycocotools) and :mod:`.train`.  Torch loads only with the modules that need it::
 
     from nas.detection import load_detector, detector_cost
     spec = load_detector("efficientdet-d0")
