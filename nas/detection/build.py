@@ -20,6 +20,7 @@ from torch import nn
 
 from ..blocks import make_activation
 from ..build import build_model
+from ..spec import iter_layers
 from .spec import FUSION_EPS, DetectorSpec, backbone_taps, bifpn_nodes
 
 __all__ = ["SeparableConv", "Resample", "FusionNode", "BiFPNLayer", "DetectionNet", "Backbone", "Detector",
@@ -147,8 +148,6 @@ class Backbone(nn.Module):
 
     @staticmethod
     def _width(spec: DetectorSpec, tap: int) -> int:
-        from ..spec import iter_layers
-
         return next(p.stage.out_channels for p in iter_layers(spec.backbone) if p.global_index == tap)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
