@@ -14,7 +14,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from ..export import TOLERANCE, ExportError, MissingDependency, calibrate_bn
+from ..export import TOLERANCE, ExportError, MissingDependency
 from ..spec import atomic_write_bytes
 from .spec import DetectorSpec
 
@@ -67,7 +67,12 @@ def export_detector_onnx(spec: DetectorSpec, path: str | os.PathLike, weights=No
     if weights is None:
         # Calibrated BN: with the raw init every layer shrinks its input and a comparison of near-zero
         # outputs could not fail.
-        calibrate_bn(model, min(res, 256), spec.backbone.in_channels)
+        from ._bn import recalibrate_bn
+
+        cal = min(res, 256)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            recalibrate_bn(model, [torch.randn(8, spec.backbone.in_channels, cal, cal)])
         source = "initialised (seed 0, BN statistics calibrated on one random batch)"
     else:
         state = torch.load(weights, map_location="cpu", weights_only=True) if not isinstance(weights, dict) else weights

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from ..spec import atomic_write_bytes, atomic_write_text
+from ._bn import recalibrate_bn
 from .build import build_detector
 from .evaluate import coco_map
 from .loss import assign, detection_loss
@@ -56,17 +57,9 @@ def _evaluate(model, spec, data, anchors, batch_size, channels, mean, std) -> di
 
 
 def _recalibrate_bn(model, data, order, batch_size, channels, mean, std, batches: int = 8) -> None:
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the batches below
-    model.train()
-    with torch.no_grad():
-        for b in range(min(batches, len(order) // batch_size)):
-            model(_inputs(data.train.images[order[b * batch_size:(b + 1) * batch_size]], channels, mean, std))
-    for m, mo in zip(bns, momenta):
-        m.momentum = mo
+    n = min(batches, len(order) // batch_size)
+    recalibrate_bn(model, (_inputs(data.train.images[order[b * batch_size:(b + 1) * batch_size]], channels, mean, std)
+                           for b in range(n)))
 
 
 def train_detector(spec: DetectorSpec, data, *, epochs: int = 1, batch_size: int = 16, lr: float = 2e-3,
