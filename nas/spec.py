@@ -81,6 +81,13 @@ __all__ = [
     "se_channels",
     "expanded_channels",
     "round_filters",
+    "check_int",
+    "check_number",
+    "check_choice",
+    "check_object",
+    "join_path",
+    "describe",
+    "parse_json",
 ]
 
 FORMAT = "nas-spec"
@@ -533,3 +540,30 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         except OSError:
             pass
         raise
+
+
+# Public names of the field checks and the strict JSON reader, for the other versioned
+# formats built on this one (detectors, nas.detection.spec): one set of rules, one error style.
+check_int = _int
+check_number = _num
+check_choice = _choice
+check_object = _obj
+join_path = _join
+
+
+def describe(v: Any) -> str:
+    """A value as an error message shows it: its JSON text, or its JSON type name."""
+    return json.dumps(v) if _jsonable(v) else _type_name(v)
+
+
+def parse_json(text: str) -> Any:
+    """Parse a JSON document the way :meth:`Spec.from_json` does (no NaN, no duplicate keys);
+    malformed input raises SpecError with line and column."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicate_keys)
+    except json.JSONDecodeError as e:
+        raise SpecError("", f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except ValueError as e:  # NaN / Infinity, duplicate keys
+        raise SpecError("", f"not valid JSON: {e}") from None
+    except RecursionError:
+        raise SpecError("", "not valid JSON: nested too deeply") from None

@@ -70,6 +70,12 @@ def main(argv=None) -> int:
     if args.opset is not None and not 7 <= args.opset <= 30:
         raise UsageError(f"--opset must be in [7, 30], got {args.opset}")
     out = _check_output(args.output)
+    from ..detection import is_detector
+
+    if is_detector(args.spec):
+        from .detector import export as export_detector
+
+        return export_detector(args, out)
     spec = load_spec(args.spec)
 
     from .. import export as ex  # torch and friends load only past argument checks

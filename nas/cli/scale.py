@@ -291,6 +291,9 @@ def main(argv=None) -> int:
     mode.add_argument("--family", help="one spec per phi, e.g. 0-7 or 0,1,2.5 (needs --output FOLDER)")
     mode.add_argument("--published", metavar="NAME", help="emit a published family member (efficientnet-b0..b7, -l2)")
     mode.add_argument("--grid-search", action="store_true", help="search alpha, beta, gamma at phi = 1 by training")
+    ap.add_argument("--detector", action="store_true",
+                    help="wrap a classification --base in EfficientDet-D0's BiFPN, heads and anchors, then scale it "
+                         "as a detector (a detector --base, e.g. efficientdet-d0, scales as one without this flag)")
     ap.add_argument("--alpha", type=_number("--alpha", lo=1), help="depth coefficient (>= 1)")
     ap.add_argument("--beta", type=_number("--beta", lo=1), help="width coefficient (>= 1)")
     ap.add_argument("--gamma", type=_number("--gamma", lo=1), help="resolution coefficient (>= 1)")
@@ -332,6 +335,12 @@ def main(argv=None) -> int:
     if args.grid_search and args.epochs <= 0:
         raise UsageError(f"--epochs must be > 0, got {args.epochs:g}")
 
+    from ..detection import is_detector
+
+    if args.detector or (args.published or "").startswith("efficientdet") or (args.base and is_detector(args.base)):
+        from .detector import scale as scale_detector
+
+        return scale_detector(args, lambda: _coefficients(args))
     if args.base_resolution is not None and not args.grid_search:
         raise UsageError("--base-resolution is for --grid-search (to scale a base at another resolution, "
                          "give a --base spec with that resolution)")

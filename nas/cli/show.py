@@ -35,6 +35,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.resolution is not None and not 1 <= args.resolution <= MAX_RESOLUTION:
         raise UsageError(f"--resolution must be in [1, {MAX_RESOLUTION}], got {args.resolution}")
+    from ..detection import is_detector
+
+    if is_detector(args.spec):
+        from .detector import show as show_detector
+
+        return show_detector(args)
     spec = load_spec(args.spec)
     c = cost(spec, args.resolution)
     if args.json:

@@ -69,6 +69,13 @@ def _read_init(path, spec, data):
 
 @command("nas-train")
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    from ..detection import is_detector
+
+    if argv and not argv[0].startswith("-") and is_detector(argv[0]):  # a detector spec comes first
+        from .detector import train as train_detector
+
+        return train_detector(argv)
     ap = ArgumentParser(prog="nas-train", description="Train a spec briefly and report held-out top-1 accuracy.")
     ap.add_argument("spec", help="a preset name, a JSON file, or a JSON string")
     ap.add_argument("--data", default="sample",

@@ -10,9 +10,10 @@ import json
 from functools import lru_cache
 from importlib import resources
 
-__all__ = ["SCHEMA_FILE", "schema"]
+__all__ = ["SCHEMA_FILE", "DETECTOR_SCHEMA_FILE", "schema", "detector_schema"]
 
 SCHEMA_FILE = "spec.schema.json"
+DETECTOR_SCHEMA_FILE = "detector.schema.json"
 
 
 @lru_cache(maxsize=None)
@@ -23,3 +24,13 @@ def _text() -> str:
 def schema() -> dict:
     """The spec format's JSON Schema, as a fresh dict."""
     return json.loads(_text())
+
+
+def detector_schema() -> dict:
+    """The detector format's JSON Schema with the spec schema its ``backbone`` refers to bundled
+    under ``$defs`` (a 2020-12 compound document: validators resolve the ``$ref`` by its ``$id``)."""
+    d = json.loads(resources.files(__name__).joinpath(DETECTOR_SCHEMA_FILE).read_text(encoding="utf-8"))
+    spec = schema()
+    spec.pop("$schema", None)
+    d.setdefault("$defs", {})["nas-spec"] = spec
+    return d
