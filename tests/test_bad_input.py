@@ -45,7 +45,7 @@ def _setup(tmp):
     # alpha*beta^2*gamma^2 = 5.38: breaks the compound-scaling constraint (~2)
     (tmp / "badgrid.json").write_text('{"best": {"alpha": 1.4, "beta": 1.4, "gamma": 1.4}}')
     return {"bad": tmp / "bad.json", "empty": tmp / "empty.json", "invalid": tmp / "invalid.json",
-            "dup": tmp / "dup.json", "file": tmp / "afile", "emptydir": tmp / "emptydir", "corrupt": corrupt,
+            "dup": tmp / "dup.json", "file": tmp / "afile", "afile": tmp / "afile", "emptydir": tmp / "emptydir", "corrupt": corrupt,
             "trunc": trunc, "classes": folder, "weights": tmp / "weights.pt", "out": tmp / "out",
             "badgrid": tmp / "badgrid.json"}
 
@@ -86,6 +86,12 @@ CASES = [
     ("search-target-unparsable", "search", ["--target-flops", "four hundred"] + S, 2),
     ("search-target-zero", "search", ["--target-flops", "0"] + S, 2),
     ("search-target-negative", "search", ["--target-flops", "-400M"] + S, 2),
+    ("search-absolute-beta-not-negative", "search", T + ["--constraint", "absolute", "--w", "0.1"] + S, 2),
+    ("search-latency-table-without-latency-target", "search", T + ["--latency-table", "{afile}"] + S, 2),
+    ("search-latency-table-corrupt", "search", ["--target-latency", "20ms", "--latency-table", "{bad}"] + S, 2),
+    ("search-latency-table-missing", "search", ["--target-latency", "20ms", "--latency-table",
+                                                "{emptydir}/lat.json"] + S, 2),
+    ("search-supernet-missing", "search", T + ["--estimator", "supernet:{emptydir}/sn"] + S, 2),
     ("search-target-infinite", "search", ["--target-flops", "1e400"] + S, 2),
     ("search-latency-bad-unit", "search", ["--target-latency", "20 parsecs"] + S, 2),
     ("search-unknown-strategy", "search", T + ["--strategy", "genetic9"] + S, 2),

@@ -80,7 +80,7 @@ def test_run_writes_every_output_and_beats_b0(tmp_path):
     assert sorted(p.name for p in files) == sorted(OUTPUTS)
     spec = Spec.load(tmp_path / "out" / "best.json")
     prov = spec.provenance
-    assert prov["strategy"] == "random" and prov["seed"] == 0 and prov["constraint"] == "soft"
+    assert prov["strategy"] == "random" and prov["seed"] == 0 and prov["constraint"] == "absolute"  # the default: TuNAS's reward
     assert prov["reward"] == pytest.approx(res.best["reward"]) and prov["cost"]["flops"] == res.best["flops"]
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["n_trials_complete"] == 8 and summary["best_beats_reference"]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import RECIPE_NAMES, ArgumentParser, RuntimeFailure, UsageError, command, load_data, parse_quantity
 
+DEFAULT_TRAIN_WORKERS = 2  # local worker processes by default when the estimator trains
 STRATEGY_NAMES = ("tpe", "random", "nsga2", "evolution", "rl")  # checked against nas.samplers.STRATEGIES in tests
 
 
@@ -57,7 +58,7 @@ def _parser() -> ArgumentParser:
     # scale-out (nas.search.workers, nas.search.ray_backend; issue 7)
     so = ap.add_argument_group("scale-out")
     so.add_argument("--workers", type=int, metavar="N", help="concurrent trials: N local processes on one study "
-                    "(default 1), or N concurrent Ray trials (--backend ray; default: as many as the CPUs allow)")
+                    "(default 2 with --estimator train, else 1), or N concurrent Ray trials (--backend ray; default: as many as the CPUs allow)")
     so.add_argument("--backend", default="local", help="local (default) or ray (Ray Tune)")
     so.add_argument("--address", metavar="ADDR", help="an existing Ray cluster (--backend ray): auto, HOST:PORT, "
                     "ray://HOST:10001")
@@ -204,7 +205,12 @@ def parse_scale_out(argv, cfg) -> dict:
 
         if importlib.util.find_spec("ray") is None:
             raise UsageError("--backend ray needs Ray: pip install 'ray[tune]'")
-    return {"backend": args.backend, "workers": args.workers, "address": args.address,
+    workers = args.workers
+    if workers is None and args.backend == "local" and cfg.estimator.name == "train" and not cfg.storage.url:
+        # training is the slow estimator and keeps one core busy per trial: use both cores of a
+        # 2-core machine by default (the default search's 10-minute budget, results/search/)
+        workers = max(1, min(DEFAULT_TRAIN_WORKERS, os.cpu_count() or 1))
+    return {"backend": args.backend, "workers": workers, "address": args.address,
             "cpus_per_trial": args.cpus_per_trial}
 
 
