@@ -365,3 +365,45 @@ def test_cli_recipe_reaches_the_training_estimator(tmp_path):
     cfg, *_ = parse_config(["--target-flops", "400M", "--recipe", "efficientnet", "--output", str(tmp_path / "b")])
     assert cfg.estimator.options == {"recipe": "efficientnet"}
     assert estimator_for(cfg).describe()["recipe"] == "efficientnet"
+
+
+def _synthetic_table(path, space_name="mnasnet-b0"):
+    """A complete table for the whole space with made-up seconds (1 us per 1000 output channels x pixels)."""
+    from nas.latency import BACKENDS, new_table, space_entries
+
+    space = SPACES[space_name]
+    entries = space_entries(space)
+    t = new_table(space=space_name, resolution=space.base.resolution, backend=BACKENDS["torch"], threads=1,
+                  warmup=1, runs=1, expected_entries=len(entries), fit_networks=0)
+    t.entries.update({k: 1e-9 * e.out_channels * e.resolution ** 2 + 1e-6 for k, e in entries.items()})
+    t.overhead = 1e-3
+    t.save(path)
+    return t
+
+
+def test_latency_table_predicts_every_candidates_latency(tmp_path):
+    from nas.latency import predict
+
+    table = _synthetic_table(tmp_path / "lat.json")
+    b0 = predict(load_preset("efficientnet-b0"), table)
+    cfg = _cfg(tmp_path, metric="latency", target=b0, budget=5,
+               latency=LatencyConfig(runs=1, warmup=0, table=str(tmp_path / "lat.json")))
+    res = run_search(cfg, estimator=FakeEstimator())
+    done = _complete(res)
+    assert len(done) == 5
+    for r in done:  # the search's latency is the table's prediction, not a measurement
+        spec = SPACES["mnasnet-b0"].decode({k[len("param_"):]: v for k, v in r.items() if k.startswith("param_")})
+        assert r["latency"] == pytest.approx(predict(spec, table), rel=1e-12)
+    assert res.reference["efficientnet-b0"]["cost"] == pytest.approx(b0, rel=1e-12)
+    assert not (tmp_path / "out" / "latency_cache.json").exists()  # nothing was measured
+
+
+def test_cli_refuses_a_latency_target_below_the_tables_fastest_member(tmp_path, capsys):
+    from nas.latency import fastest_member, predict
+
+    table = _synthetic_table(tmp_path / "lat.json")
+    fastest = predict(fastest_member(SPACES["mnasnet-b0"], table), table)
+    rc = cli_main(["--target-latency", f"{fastest * 0.5}", "--latency-table", str(tmp_path / "lat.json"),
+                   "--output", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "below the fastest member" in err and not (tmp_path / "out").exists()

@@ -80,7 +80,7 @@ class TableError(ValueError):
     """A latency table is unreadable, invalid, incomplete or for another set-up."""
 
 
-class MissingEntryError(TableError):
+class MissingEntryError(TableError, LookupError):
     """A spec contains a piece the table has no entry for."""
 
 
