@@ -56,10 +56,13 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, NamedTuple
+
+from .atomic import atomic_write_text
+# compatibility: nas.search imports it here until it moves
+from .atomic import atomic_write_bytes  # noqa: F401
 
 __all__ = [
     "FORMAT",
@@ -73,8 +76,6 @@ __all__ = [
     "Head",
     "BatchNorm",
     "Spec",
-    "atomic_write_text",
-    "atomic_write_bytes",
     "LayerPlan",
     "plan_layers",
     "iter_layers",
@@ -509,27 +510,3 @@ def _no_duplicate_keys(pairs: list) -> dict:
 
 def _reject_constant(name: str):
     raise ValueError(f"{name} is not allowed")
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and a rename."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    p = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent if str(p.parent) else ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            # mkstemp creates 0600; give the file the usual 0666 & ~umask like open() would.
-            mask = os.umask(0o022)
-            os.umask(mask)
-            os.fchmod(f.fileno(), 0o666 & ~mask)
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise

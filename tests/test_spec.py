@@ -15,6 +15,7 @@ import jsonschema
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from nas import atomic
 from nas import spec as spec_mod
 from nas.presets import load_preset, load_spec, preset_names
 from nas.schema import schema
@@ -263,14 +264,14 @@ def test_save_is_atomic_on_failure(tmp_path, monkeypatch):
     def failing_replace(src, dst):  # e.g. the disk fills up at the last step
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(spec_mod.os, "replace", failing_replace)
+    monkeypatch.setattr(atomic.os, "replace", failing_replace)
     with pytest.raises(OSError):
         load_preset("efficientnet-b0").save(p)
     monkeypatch.undo()
     assert p.read_text(encoding="utf-8") == "old"
     assert sorted(q.name for q in tmp_path.iterdir()) == ["keep.json"]  # the temporary file is gone
     with pytest.raises(OSError):
-        spec_mod.atomic_write_text(tmp_path / "no-such-dir" / "x.json", "new")
+        atomic.atomic_write_text(tmp_path / "no-such-dir" / "x.json", "new")
     assert sorted(q.name for q in tmp_path.iterdir()) == ["keep.json"]
 
 

@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 
 from . import ArgumentParser, RuntimeFailure, UsageError, command, load_data, parse_quantity, positive_int
-from ..spec import MAX_RESOLUTION, atomic_write_text
+from ..atomic import atomic_write_text
+from ..spec import MAX_RESOLUTION
 
 DEFAULT_BASE = "efficientnet-b0"
 #: how far alpha*beta^2*gamma^2 may be from 2 in a --coefficients file (the grid search's default tolerance)
