@@ -80,6 +80,8 @@ __all__ = [
     "plan_layers",
     "iter_layers",
     "se_channels",
+    "total_stride",
+    "min_resolution",
     "expanded_channels",
     "round_filters",
 ]
@@ -442,6 +444,24 @@ class Spec:
 def se_channels(in_channels: int, se_ratio: float) -> int:
     """SE squeeze width, relative to the *block input* width (the reference rule)."""
     return max(1, int(in_channels * se_ratio))
+
+
+def total_stride(spec: Spec) -> int:
+    """The product of the stem's and every stage's stride: input pixels per final feature-map pixel."""
+    s = spec.stem.stride
+    for stage in spec.stages:
+        s *= stage.stride
+    return s
+
+
+def min_resolution(spec: Spec) -> int:
+    """Smallest input resolution accepted for training ``spec``: total stride / 4 (at least 2).
+
+    Any resolution runs ('same' padding never shrinks a map below 1x1), but below
+    this more than the last two downsamplings act on a 1x1 map; that is almost
+    always a typo (B0: stride 32, so 8 px).
+    """
+    return max(2, total_stride(spec) // 4)
 
 
 def round_filters(channels: int, width: float, divisor: int = 8) -> int:

@@ -19,7 +19,7 @@ from nas import atomic
 from nas import spec as spec_mod
 from nas.presets import load_preset, load_spec, preset_names
 from nas.schema import schema
-from nas.spec import ACTIVATIONS, OPS, SKIPS, Spec, SpecError, iter_layers
+from nas.spec import ACTIVATIONS, OPS, SKIPS, Spec, SpecError, iter_layers, min_resolution, total_stride
 from nas.testing import random_spec, random_spec_dict, specs
 
 N_RANDOM = 200
@@ -576,3 +576,16 @@ def test_nas_cost_stays_the_function_after_the_module_is_imported():
     importlib.import_module("nas.cost")
     import nas.cost  # noqa: F401  (binds nothing new: the package keeps the function)
     assert callable(nas.cost) and nas.cost("mobilenet-v2").params == 3_504_872  # torchvision mobilenet_v2
+
+
+def test_total_stride_and_min_resolution():
+    b0 = load_preset("efficientnet-b0")
+    # Tan & Le 2019, Table 1: 224 px in, 7x7 into the head
+    assert total_stride(b0) == 224 // 7 == 32
+    assert min_resolution(b0) == 8
+    d = b0.to_dict()
+    d["stem"]["stride"] = 1
+    for stage in d["stages"]:
+        stage["stride"] = 1
+    assert total_stride(Spec.from_dict(d)) == 1
+    assert min_resolution(Spec.from_dict(d)) == 2  # the floor

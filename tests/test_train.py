@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch import nn
 
+import nas.recipes as recipes_mod
 import nas.train as train_mod
 from nas.data import load_dataset
 from nas.presets import load_preset
@@ -331,9 +332,17 @@ def test_cli_empty_folder_dataset(tmp_path):
     assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
 
 
-def test_cli_recipe_names_match_the_registry():
-    from nas.cli import RECIPE_NAMES
-    assert tuple(sorted(RECIPE_NAMES)) == tuple(sorted(RECIPES))
+def test_cli_offers_the_recipe_registry_without_importing_torch():
+    # The commands read nas.recipes (the table nas.train runs) instead of a copy, and must stay torch-free.
+    r = subprocess.run([sys.executable, "-c",
+                        "import sys; import nas.cli.train, nas.cli.scale, nas.cli.search\n"
+                        "assert 'torch' not in sys.modules, 'torch was imported'"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert train_mod.RECIPES is recipes_mod.RECIPES
+    p = nas_train("efficientnet-b0", "--recipe", "no-such-recipe")
+    assert p.returncode == 2
+    assert all(repr(name) in p.stderr for name in RECIPES), p.stderr
 
 
 def test_augmentation_defaults_on_from_three_epochs_and_is_recorded(data):

@@ -16,6 +16,7 @@ import os
 import sys
 from typing import Callable, NoReturn, Sequence
 
+from ..recipes import RECIPE_NAMES  # noqa: F401  compatibility: nas.cli.search imports it here until it moves
 from ..spec import SpecError
 
 __all__ = ["UsageError", "RuntimeFailure", "ArgumentParser", "command", "fail", "parse_quantity", "positive_int", "tune_allocator", "load_data"]
@@ -114,7 +115,6 @@ def parse_quantity(text: str, unit: str = "") -> float:
     return value
 
 
-RECIPE_NAMES = ("efficientnet", "resnet", "adamw")  # nas.train.RECIPES, kept in sync by a test (no torch import here)
 
 
 def tune_allocator() -> None:
