@@ -21,6 +21,7 @@ from nas.presets import load_preset, load_spec, preset_names
 from nas.schema import schema
 from nas.spec import ACTIVATIONS, OPS, SKIPS, Spec, SpecError, iter_layers, min_resolution, total_stride
 from nas.testing import random_spec, random_spec_dict, specs
+from reference import B0, MOBILENET_V2
 
 N_RANDOM = 200
 
@@ -557,7 +558,7 @@ def test_empty_spec_source_is_refused():
 
 def test_cost_accepts_what_load_spec_accepts():
     import nas
-    assert nas.cost("efficientnet-b0").flops == 401_659_392  # REFERENCE.md, fvcore on torchvision B0
+    assert nas.cost("efficientnet-b0").flops == B0.flops
 
 
 def test_saved_files_get_the_usual_permissions(tmp_path):
@@ -575,7 +576,7 @@ def test_nas_cost_stays_the_function_after_the_module_is_imported():
     import nas
     importlib.import_module("nas.cost")
     import nas.cost  # noqa: F401  (binds nothing new: the package keeps the function)
-    assert callable(nas.cost) and nas.cost("mobilenet-v2").params == 3_504_872  # torchvision mobilenet_v2
+    assert callable(nas.cost) and nas.cost("mobilenet-v2").params == MOBILENET_V2.params
 
 
 def test_total_stride_and_min_resolution():
