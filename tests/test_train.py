@@ -19,20 +19,13 @@ import nas.train as train_mod
 from nas.data import load_dataset
 from nas.presets import load_preset
 from nas.spec import Spec
+from nas.testing import small_spec
 from nas.train import RECIPES, SCHEDULES, Recipe, TrainResult, min_resolution, train_and_evaluate
 
 
 def tiny_spec(activation="swish", skip="identity", in_channels=3, name="tiny") -> Spec:
-    stage = dict(op="mbconv", kernel=3, stride=1, expand_ratio=3, se_ratio=0.25, skip=skip, out_channels=8,
-                 repeats=1, activation=activation, se_activation=activation)
-    return Spec.from_dict({
-        "format": "nas-spec", "version": 1, "name": name, "in_channels": in_channels, "resolution": 16,
-        "num_classes": 1000, "activation": activation, "stem": {"out_channels": 8, "kernel": 3, "stride": 2},
-        "stages": [dict(stage, op="dwconv", expand_ratio=1),
-                   dict(stage, stride=2, out_channels=16, repeats=2),
-                   dict(stage, kernel=5, stride=2, out_channels=24, se_ratio=0.0)],
-        "head": {"out_channels": 32}, "dropout": 0.1, "drop_connect_rate": 0.1,
-        "bn": {"eps": 1e-3, "momentum": 0.01}})
+    return small_spec(activation=activation, skip=skip, in_channels=in_channels, name=name,
+                      stages=[{"op": "dwconv", "expand_ratio": 1}, {}, {"se_ratio": 0.0}])
 
 
 @pytest.fixture(autouse=True, scope="module")
