@@ -54,11 +54,17 @@ def test_proxies_are_deterministic(data, name):
     assert a == b
 
 
-def test_registry_contract():
+def test_registry_contract(data):
     assert {"synflow", "naswot", "grad_norm", "snip", "params", "flops"} <= set(PROXIES)
     assert set(ANALYTIC) <= set(PROXIES)
-    for fn in PROXIES.values():
-        assert callable(fn)
+    # The registry's contract, called directly (score_proxy's float() would hide a tensor or numpy
+    # return): fn(model, x, y) on a freshly built model gives a finite Python float.
+    spec = SPECS["swish-identity"].replace(num_classes=10)
+    x, y = data.batch("train", batch_size=4, resolution=16, channels=3)
+    for name, fn in PROXIES.items():
+        torch.manual_seed(0)
+        v = fn(build_model(spec), x, y)
+        assert type(v) is float and math.isfinite(v), (name, v)
 
 
 def test_baselines_come_from_the_cost_model_without_a_model(data, monkeypatch):
