@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from nas.cost import cost  # noqa: E402
 from nas.presets import load_preset  # noqa: E402
-from nas.spec import atomic_write_text  # noqa: E402
+from nas.atomic import atomic_write_text  # noqa: E402
 
 
 def time_analytic(spec, repeats: int = 7, target_s: float = 0.2) -> tuple[float, int]:

@@ -42,7 +42,7 @@ def measure(threads: int, steps: int, resolution: int) -> dict:
     from nas.cost import cost
     from nas.data import load_dataset
     from nas.presets import load_preset
-    from nas.train import RECIPES, _init_classifier, _make_optimizer, train_and_evaluate
+    from nas.train import RECIPES, make_optimizer, train_and_evaluate
     from nas.build import build_model
 
     torch.set_num_threads(threads)
@@ -66,8 +66,7 @@ def measure(threads: int, steps: int, resolution: int) -> dict:
         """images/s of the bare training step with model and batch in ``memory_format``."""
         torch.manual_seed(0)
         model = build_model(spec).to(memory_format=memory_format)
-        _init_classifier(model)
-        opt = _make_optimizer(rec, model, rec.peak_lr(64))
+        opt = make_optimizer(rec, model, rec.peak_lr(64))
         x = torch.randn(64, 3, resolution, resolution).contiguous(memory_format=memory_format)
         y = torch.randint(0, 10, (64,))
         model.train()

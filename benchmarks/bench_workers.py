@@ -171,7 +171,7 @@ def main(argv=None) -> int:
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_write:
-        from nas.spec import atomic_write_text
+        from nas.atomic import atomic_write_text
 
         (ROOT / "results" / "workers").mkdir(parents=True, exist_ok=True)
         atomic_write_text(ROOT / "results" / "workers" / "benchmark.md", text)

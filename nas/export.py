@@ -39,7 +39,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
-from .spec import Spec, Stage, atomic_write_bytes
+from .atomic import atomic_write_bytes
+from .spec import Spec, Stage
 
 __all__ = [
     "ExportError",

@@ -39,7 +39,8 @@ Registry :data:`PROXIES`: name -> ``fn(model, x, y) -> float``.
 ``params``, ``flops``
     Baselines from the analytic cost model :func:`nas.cost.cost` (no model is
     built by :func:`score_proxy`); fvcore's convention for FLOPs.  On
-    NAS-Bench-style spaces plain size is a strong ranker (see REFERENCE.md).
+    NAS-Bench-style spaces plain size is a strong ranker, close to the best proxies
+    (Abdelfattah et al., "Zero-Cost Proxies for Lightweight NAS", ICLR 2021).
 
 :func:`score_proxy` builds ``spec.replace(num_classes=dataset.num_classes,
 resolution=resolution)`` with a seeded initialisation and scores it on a seeded,

@@ -56,10 +56,11 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, NamedTuple
+
+from .atomic import atomic_write_text
 
 __all__ = [
     "FORMAT",
@@ -73,12 +74,12 @@ __all__ = [
     "Head",
     "BatchNorm",
     "Spec",
-    "atomic_write_text",
-    "atomic_write_bytes",
     "LayerPlan",
     "plan_layers",
     "iter_layers",
     "se_channels",
+    "total_stride",
+    "min_resolution",
     "expanded_channels",
     "round_filters",
     "check_int",
@@ -450,6 +451,24 @@ def se_channels(in_channels: int, se_ratio: float) -> int:
     return max(1, int(in_channels * se_ratio))
 
 
+def total_stride(spec: Spec) -> int:
+    """The product of the stem's and every stage's stride: input pixels per final feature-map pixel."""
+    s = spec.stem.stride
+    for stage in spec.stages:
+        s *= stage.stride
+    return s
+
+
+def min_resolution(spec: Spec) -> int:
+    """Smallest input resolution accepted for training ``spec``: total stride / 4 (at least 2).
+
+    Any resolution runs ('same' padding never shrinks a map below 1x1), but below
+    this more than the last two downsamplings act on a 1x1 map; that is almost
+    always a typo (B0: stride 32, so 8 px).
+    """
+    return max(2, total_stride(spec) // 4)
+
+
 def round_filters(channels: int, width: float, divisor: int = 8) -> int:
     """Scale a width and round it to a multiple of ``divisor`` (the EfficientNet reference rule).
 
@@ -516,30 +535,6 @@ def _no_duplicate_keys(pairs: list) -> dict:
 
 def _reject_constant(name: str):
     raise ValueError(f"{name} is not allowed")
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and a rename."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    p = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent if str(p.parent) else ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            # mkstemp creates 0600; give the file the usual 0666 & ~umask like open() would.
-            mask = os.umask(0o022)
-            os.umask(mask)
-            os.fchmod(f.fileno(), 0o666 & ~mask)
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 # Public names of the field checks and the strict JSON reader, for the other versioned

@@ -1,6 +1,8 @@
 """Seeded random *valid* specs, for tests and property checks.
 
-One generator, two front ends:
+:func:`small_spec` is the one fixed small spec the tests share (a three-stage net
+that builds, runs and trains in milliseconds), with keyword arguments for what a
+test varies.  For random specs, one generator, two front ends:
 
 * :func:`random_spec` draws from a :class:`random.Random` (fast, reproducible by
   seed; what parity sweeps such as "analytic FLOPs == fvcore on 200 specs" use);
@@ -27,11 +29,11 @@ True
 from __future__ import annotations
 
 import random
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from .spec import ACTIVATIONS, FORMAT, OPS, SKIPS, VERSION, Spec
 
-__all__ = ["random_spec", "random_spec_dict", "KERNELS", "EXPAND_RATIOS", "SE_RATIOS", "RESOLUTIONS"]
+__all__ = ["small_spec", "random_spec", "random_spec_dict", "KERNELS", "EXPAND_RATIOS", "SE_RATIOS", "RESOLUTIONS"]
 
 KERNELS = (1, 3, 5, 7)
 STRIDES = (1, 2)
@@ -132,6 +134,40 @@ def random_spec_dict(rng: random.Random, *, max_resolution: int = 64, small: boo
 def random_spec(rng: random.Random, *, max_resolution: int = 64, small: bool = True) -> Spec:
     """A random valid spec; the same ``rng`` state gives the same spec."""
     return Spec.from_dict(random_spec_dict(rng, max_resolution=max_resolution, small=small))
+
+
+def small_spec(*, op: str = "mbconv", activation: str = "swish", skip: str = "identity", se_ratio: float = 0.25,
+               expand_ratio: float | None = None, stages: Sequence[Mapping[str, Any]] | None = None,
+               in_channels: int = 3, resolution: int = 16, num_classes: int = 1000, stem_stride: int = 2,
+               head_channels: int = 32, dropout: float = 0.1, drop_connect_rate: float = 0.1,
+               name: str = "small") -> Spec:
+    """A fixed three-stage spec that builds, runs and trains in milliseconds.
+
+    Stem 3x3 to 8 channels with stride ``stem_stride``; then 8 channels at stride 1
+    (once), 16 at stride 2 (twice, so one layer has an identity-shaped shortcut) and
+    24 with kernel 5 at stride 2 (once); head 1x1 to ``head_channels``.  Every layer
+    is ``op`` with ``activation`` (also inside SE), ``skip`` and ``se_ratio``;
+    ``expand_ratio`` defaults to 1 for ``dwconv`` (it must be) and 3 otherwise.
+    ``stages`` overrides fields stage by stage: one mapping per stage, e.g.
+    ``[{"op": "dwconv", "expand_ratio": 1}, {}, {"se_ratio": 0.0}]``.
+
+    >>> [(s.out_channels, s.stride, s.repeats) for s in small_spec().stages]
+    [(8, 1, 1), (16, 2, 2), (24, 2, 1)]
+    """
+    expand = expand_ratio if expand_ratio is not None else (1 if op == "dwconv" else 3)
+    layer = dict(op=op, kernel=3, stride=1, expand_ratio=expand, se_ratio=se_ratio, skip=skip, out_channels=8,
+                 repeats=1, activation=activation, se_activation=activation)
+    base = [layer, dict(layer, stride=2, out_channels=16, repeats=2), dict(layer, kernel=5, stride=2, out_channels=24)]
+    overrides = list(stages) if stages is not None else [{}] * len(base)
+    if len(overrides) != len(base):
+        raise ValueError(f"stages: one mapping per stage ({len(base)}), got {len(overrides)}")
+    return Spec.from_dict({
+        "format": FORMAT, "version": VERSION, "name": name, "in_channels": in_channels, "resolution": resolution,
+        "num_classes": num_classes, "activation": activation,
+        "stem": {"out_channels": 8, "kernel": 3, "stride": stem_stride},
+        "stages": [dict(b, **o) for b, o in zip(base, overrides)],
+        "head": {"out_channels": head_channels}, "dropout": dropout, "drop_connect_rate": drop_connect_rate,
+        "bn": {"eps": 1e-3, "momentum": 0.01}})
 
 
 try:  # hypothesis is a test dependency, not a runtime one

@@ -31,8 +31,8 @@ Conventions:
   dropout draw from a torch generator seeded with ``seed`` (the caller's global
   RNG state is restored afterwards), and the loader order is seeded.
 
-Recipes (:data:`RECIPES`) are frozen dataclasses; pass a name or a
-:class:`Recipe`, e.g. ``dataclasses.replace(RECIPES["efficientnet"], lr=0.1)``.
+Recipes (:data:`RECIPES`, torch-free in :mod:`nas.recipes`) are frozen dataclasses;
+pass a name or a :class:`Recipe`, e.g. ``dataclasses.replace(RECIPES["efficientnet"], lr=0.1)``.
 The ``lr`` argument of :func:`train_and_evaluate` overrides just the peak
 learning rate (per 256 images).
 """
@@ -50,10 +50,11 @@ from torch import nn
 from .augment import augment_batch
 from .bn import recalibrate_bn
 from .build import build_model
-from .spec import Spec
+from .recipes import RECIPES, SCHEDULES, Recipe
+from .spec import Spec, min_resolution, total_stride
 
-__all__ = ["Recipe", "RECIPES", "SCHEDULES", "TrainResult", "train_and_evaluate", "evaluate", "min_resolution",
-           "total_stride", "recalibrate_bn", "AUGMENT_FROM_EPOCHS", "augment_by_default"]
+__all__ = ["Recipe", "RECIPES", "SCHEDULES", "TrainResult", "train_and_evaluate", "evaluate", "make_optimizer",
+           "min_resolution", "total_stride", "recalibrate_bn", "AUGMENT_FROM_EPOCHS", "augment_by_default"]
 
 # Random crop + flip (nas.augment) is on by default from this many epochs of budget.
 # Measured (results/ground_truth/recipe_sweep.json): at 8 epochs of 10k Fashion-MNIST
@@ -75,102 +76,11 @@ def augment_by_default(epochs: float) -> bool:
 # The model is handed back contiguous.
 MEMORY_FORMAT = torch.channels_last
 
-# ---------------------------------------------------------------- recipes
+# ---------------------------------------------------------------- optimizer
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """Training hyperparameters.  ``lr`` is the peak rate per 256 images (scaled linearly with batch size)."""
-
-    name: str
-    optimizer: str  # "rmsprop" | "sgd" | "adamw"
-    lr: float
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    label_smoothing: float = 0.0
-    warmup: float = 0.0  # fraction of the budget spent in linear warm-up
-    schedule: str = "cosine"  # a key of SCHEDULES
-    rmsprop_alpha: float = 0.9
-    rmsprop_eps: float = 1e-3 ** 0.5
-    nesterov: bool = False
-    step_milestones: tuple[float, ...] = (1 / 3, 2 / 3, 8 / 9)  # fractions of the budget ("step")
-    step_gamma: float = 0.1
-    exp_gamma: float = 0.97  # per decay period ("exponential")
-    # EfficientNet decays 0.97 every 2.4 of 350 epochs; as a fraction of the budget
-    # that shape (down to ~1% at the end) carries over to short runs.
-    exp_period: float = 2.4 / 350
-    grad_clip: float | None = None
-    bn_recalibration: int = 16  # training batches used to re-estimate BN statistics before evaluation
-
-    def peak_lr(self, batch_size: int) -> float:
-        return self.lr * batch_size / 256
-
-    def lr_factor(self, step: int, total: int) -> float:
-        """Multiplier of the peak rate at optimizer step ``step`` (0-based) of ``total``."""
-        warm = int(round(self.warmup * total))
-        if step < warm:
-            return (step + 1) / (warm + 1)
-        progress = (step - warm) / max(1, total - warm)
-        return SCHEDULES[self.schedule](self, progress)
-
-
-def _cosine(r: Recipe, progress: float) -> float:
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def _exponential(r: Recipe, progress: float) -> float:
-    return r.exp_gamma ** math.floor(progress / r.exp_period)
-
-
-def _step(r: Recipe, progress: float) -> float:
-    return r.step_gamma ** sum(progress >= m for m in r.step_milestones)
-
-
-SCHEDULES: dict[str, Callable[[Recipe, float], float]] = {
-    "cosine": _cosine,
-    "exponential": _exponential,
-    "step": _step,
-}
-
-RECIPES: dict[str, Recipe] = {
-    # EfficientNet's recipe (Tan & Le 2019, Sec. 5.2): RMSProp with decay 0.9 and
-    # momentum 0.9, BN momentum 0.99 (from the spec), weight decay 1e-5, label
-    # smoothing 0.1, dropout and drop connect from the spec, warm-up.  Its
-    # epsilon 1e-3 sits *inside* the square root in TF, so PyTorch's (outside)
-    # equivalent is sqrt(1e-3).  The paper's 0.256 per 4096 images (0.016 per
-    # 256) decayed 0.97 every 2.4 epochs is tuned for 350 ImageNet epochs; a
-    # proxy task of 1-5 epochs needs a higher peak and a decay that spans the
-    # budget: cosine to zero after 10% warm-up (timm's schedule for EfficientNet).
-    # Peak per 256 images, swept on B0 with seed 0 (held-out accuracy):
-    #   Fashion-MNIST, 6000 images, 24 px, 1 epoch (93 steps):
-    #     0.016 -> 0.65, 0.032 -> 0.68, 0.064 -> 0.43, 0.128 -> 0.10 (unstable);
-    #   the 3000-image sample, 32 px, 1 epoch (46 steps):
-    #     0.016 -> 0.21, 0.032 -> 0.38, 0.064 -> 0.60, 0.128 -> 0.62.
-    # Very short runs like a higher peak, but it diverges as soon as the run is a
-    # little longer; 0.032 (2x the paper) is the stable choice.
-    "efficientnet": Recipe(name="efficientnet", optimizer="rmsprop", lr=0.032, momentum=0.9, weight_decay=1e-5,
-                           label_smoothing=0.1, warmup=0.1, schedule="cosine"),
-    # ResNet's recipe (He et al. 2016; Goyal et al. 2017 for the linear scaling):
-    # SGD momentum 0.9 without Nesterov, 0.1 per 256 images, step decay x0.1 at
-    # 1/3, 2/3 and 8/9 of the budget (30/60/80 of 90 epochs), weight decay 1e-4,
-    # no label smoothing, a short linear warm-up (Goyal et al.).  Same sweep:
-    # 0.05 -> 0.29, 0.1 -> 0.37, 0.2 -> 0.30, 0.4 -> 0.21.
-    "resnet": Recipe(name="resnet", optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4,
-                     label_smoothing=0.0, warmup=0.05, schedule="step"),
-    # A short-budget recipe (not from a paper): AdamW, 0.012 per 256 images (3e-3
-    # at batch 64), weight decay 0.05, label smoothing 0.1, cosine after 10%
-    # warm-up.  Adaptive steps tolerate nets of very different depth and width
-    # with one rate.  `python scripts/recipe_sweep.py`: the 3000-image sample, 16 px,
-    # 1 epoch (46 steps), seed 0, B0 at filters x0.75/layers -1, x1/0, x1.25/+1:
-    #   efficientnet 0.645 / 0.249 / 0.182;  adamw 0.004 per 256: 0.709 / 0.570 /
-    #   0.454;  adamw 0.012: 0.692 / 0.643 / 0.578;  SGD Nesterov 0.4: 0.593 /
-    #   0.478 / 0.211.
-    "adamw": Recipe(name="adamw", optimizer="adamw", lr=0.012, momentum=0.9, weight_decay=0.05,
-                    label_smoothing=0.1, warmup=0.1, schedule="cosine"),
-}
-
-
-def _make_optimizer(recipe: Recipe, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+def make_optimizer(recipe: Recipe, model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """The recipe's optimizer over ``model`` at learning rate ``lr`` (already scaled to the batch)."""
     # No weight decay on BN parameters and biases (1-D tensors): common practice
     # (timm, Goyal et al.); decaying BN scales only fights the normalisation.
     decay = [p for p in model.parameters() if p.ndim > 1]
@@ -233,23 +143,6 @@ class TrainResult:
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def total_stride(spec: Spec) -> int:
-    s = spec.stem.stride
-    for stage in spec.stages:
-        s *= stage.stride
-    return s
-
-
-def min_resolution(spec: Spec) -> int:
-    """Smallest input resolution accepted for ``spec``: total stride / 4 (at least 2).
-
-    Any resolution runs ('same' padding never shrinks a map below 1x1), but below
-    this more than the last two downsamplings act on a 1x1 map; that is almost
-    always a typo (B0: stride 32, so 8 px).
-    """
-    return max(2, total_stride(spec) // 4)
 
 
 def _is_oom(e: BaseException) -> bool:
@@ -369,12 +262,12 @@ def train_and_evaluate(spec: Spec, dataset, *, epochs: float = 1, steps: int | N
         torch.manual_seed(seed)
         try:
             model = build_model(spec)
-            _init_classifier(model)
+            _redraw_classifier(model)
             if init is not None:
                 model.load_state_dict(init, strict=True)
             model = model.to(device=dev, memory_format=MEMORY_FORMAT)
             peak = rec.peak_lr(batch_size)
-            opt = _make_optimizer(rec, model, peak)
+            opt = make_optimizer(rec, model, peak)
             criterion = nn.CrossEntropyLoss(label_smoothing=rec.label_smoothing)
             if progress:
                 from tqdm import tqdm
@@ -458,11 +351,13 @@ def _device_of(model: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-def _init_classifier(model: nn.Module) -> None:
-    # The reference init draws the classifier from U(+-1/sqrt(num_classes)), tuned
-    # for 1000 classes; with 10 classes it makes the initial logits ~10x too large
-    # (B0: initial loss ~7 instead of ln 10) and short runs never recover.  PyTorch's
-    # default bound 1/sqrt(in_features) is independent of the class count.
+def _redraw_classifier(model: nn.Module) -> None:
+    # build.py already draws the classifier from this distribution (PyTorch's
+    # U(+-1/sqrt(in_features)), not the reference's 1/sqrt(num_classes)), so this
+    # adds nothing as an initialisation.  It stays because the redraw advances the
+    # seeded generator: without it the classifier's weights and every later
+    # stochastic-depth and dropout draw change, and with them every seeded result
+    # in results/ (measured: the weights differ after the redraw).
     fc = getattr(model, "classifier", None)
     if isinstance(fc, nn.Linear):
         bound = 1.0 / fc.in_features ** 0.5

@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from nas.spec import Spec, atomic_write_bytes, atomic_write_text
+from nas.atomic import atomic_write_bytes, atomic_write_text
+from nas.spec import Spec
 from nas.storage import optuna_storage
 
 from .compound import ScalingError, compound_scale, constraint_value

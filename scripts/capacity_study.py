@@ -33,7 +33,8 @@ sys.path.insert(0, str(ROOT))
 from _rows import config_key, finished_rows  # noqa: E402
 from nas.cost import cost  # noqa: E402
 from nas.reward import Reward  # noqa: E402
-from nas.spec import Spec, atomic_write_bytes, atomic_write_text  # noqa: E402
+from nas.atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
+from nas.spec import Spec  # noqa: E402
 from search_spaces import SPACES  # noqa: E402
 
 # (filter multiplier, layer delta) for every stage; (1.0, 0) is EfficientNet-B0 itself

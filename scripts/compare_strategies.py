@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nas.spec import atomic_write_bytes, atomic_write_text  # noqa: E402
+from nas.atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
 
 
 class CachedEstimator:

@@ -22,7 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nas.spec import atomic_write_text  # noqa: E402
+from nas.atomic import atomic_write_text  # noqa: E402
 from nas.spec import Spec  # noqa: E402
 
 OUT = ROOT / "results" / "evaluation"

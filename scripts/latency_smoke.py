@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from nas.cli import tune_allocator  # noqa: E402
 from nas.latency import (BACKENDS, build_table, fit_overhead, new_table, space_members, spec_entries,  # noqa: E402
                          validate)
-from nas.spec import atomic_write_text  # noqa: E402
+from nas.atomic import atomic_write_text  # noqa: E402
 from search_spaces import get_space  # noqa: E402
 
 

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from capacity_study import ladder_specs  # noqa: E402
-from nas.spec import atomic_write_text  # noqa: E402
+from nas.atomic import atomic_write_text  # noqa: E402
 
 RUNGS = {"small": "filters x0.75, layers -1", "b0": "filters x1.0, layers +0", "large": "filters x1.25, layers +1"}
 

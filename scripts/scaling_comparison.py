@@ -33,7 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 from nas.cost import cost  # noqa: E402
 from nas.presets import load_spec  # noqa: E402
-from nas.spec import Spec, atomic_write_bytes, atomic_write_text  # noqa: E402
+from nas.atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
+from nas.spec import Spec  # noqa: E402
 from scaling.compound import compound_scale, constraint_value, scale_spec  # noqa: E402
 
 

@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from nas.cost import cost  # noqa: E402
-from nas.spec import Spec, atomic_write_bytes, atomic_write_text  # noqa: E402
+from nas.atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
+from nas.spec import Spec  # noqa: E402
 
 GT = ROOT / "results" / "ground_truth" / "table.json"
 OUT = ROOT / "results" / "evaluation"

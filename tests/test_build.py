@@ -20,7 +20,7 @@ from nas.build import Network, build_model
 from nas.cost import conv_out, cost
 from nas.presets import load_preset, preset_names
 from nas.spec import Spec, iter_layers
-from nas.testing import random_spec
+from nas.testing import random_spec, small_spec
 
 torch.set_num_threads(1)
 
@@ -232,15 +232,13 @@ def test_stochastic_depth_drops_branches_in_training_only():
 
 
 def pool_spec(resolution: int, stem_stride: int = 1) -> Spec:
-    stage = dict(op="mbconv", kernel=3, stride=2, expand_ratio=2.5, se_ratio=0.25, skip="pool", out_channels=12,
-                 repeats=2, activation="relu", se_activation="relu")
-    return Spec.from_dict({
-        "format": "nas-spec", "version": 1, "name": "pool", "in_channels": 3, "resolution": resolution,
-        "num_classes": 5, "activation": "relu", "stem": {"out_channels": 8, "kernel": 3, "stride": stem_stride},
-        "stages": [stage, dict(stage, op="conv", expand_ratio=1, out_channels=12, stride=2),
-                   dict(stage, op="dwconv", expand_ratio=1, stride=1, out_channels=6)],
-        "head": {"out_channels": 16}, "dropout": 0.0, "drop_connect_rate": 0.0,
-        "bn": {"eps": 1e-3, "momentum": 0.01}})
+    # Pooling skips that downsample, widen (8 -> 12), keep the width (12 -> 12) and narrow (12 -> 6).
+    return small_spec(activation="relu", skip="pool", expand_ratio=2.5, resolution=resolution, stem_stride=stem_stride,
+                      num_classes=5, head_channels=16, dropout=0.0, drop_connect_rate=0.0, name="pool",
+                      stages=[{"stride": 2, "out_channels": 12, "repeats": 2},
+                              {"op": "conv", "expand_ratio": 1, "stride": 2, "out_channels": 12, "repeats": 2},
+                              {"op": "dwconv", "expand_ratio": 1, "kernel": 3, "stride": 1, "out_channels": 6,
+                               "repeats": 2}])
 
 
 @pytest.mark.parametrize("resolution", [1, 2, 3, 17, 33, 34])

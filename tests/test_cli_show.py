@@ -15,6 +15,7 @@ import pytest
 from nas.cost import cost
 from nas.presets import load_preset
 from nas.spec import Spec
+from reference import B0, EFFICIENTNET
 
 
 def _script() -> str:
@@ -49,20 +50,20 @@ def assert_usage_error(r: subprocess.CompletedProcess, *fragments: str) -> str:
 def test_b0_totals():
     r = run("efficientnet-b0")
     assert r.returncode == 0 and r.stderr == ""
-    assert "params 5,288,548  FLOPs 401,659,392" in r.stdout
+    assert f"params {B0.params:,}  FLOPs {B0.flops:,}" in r.stdout
     lines = r.stdout.splitlines()
     assert lines[0].startswith("efficientnet-b0 at 224x224")
     rows = [ln for ln in lines if ln.startswith(("stem", "stages[", "head", "total"))]
     assert [ln.split()[0] for ln in rows] == ["stem"] + [f"stages[{i}]" for i in range(7)] + ["head", "total"]
     total = rows[-1].split()
-    assert total[-3:] == ["5,288,548", "401,659,392", "100.0%"]
+    assert total[-3:] == [f"{B0.params:,}", f"{B0.flops:,}", "100.0%"]
 
 
 def test_json_output():
     r = run("efficientnet-b0", "--json")
     assert r.returncode == 0 and r.stderr == ""
     d = json.loads(r.stdout)
-    assert (d["params"], d["flops"], d["resolution"], d["name"]) == (5_288_548, 401_659_392, 224, "efficientnet-b0")
+    assert (d["params"], d["flops"], d["resolution"], d["name"]) == (B0.params, B0.flops, 224, "efficientnet-b0")
     assert [s["name"] for s in d["stages"]] == ["stem"] + [f"stages[{i}]" for i in range(7)] + ["head"]
     assert sum(s["flops"] for s in d["stages"]) == d["flops"]
     assert sum(s["params"] for s in d["stages"]) == d["params"]
@@ -74,8 +75,8 @@ def test_resolution_flag():
     assert r.returncode == 0
     d = json.loads(r.stdout)
     expected = cost(load_preset("efficientnet-b0"), 320)
-    assert (d["resolution"], d["params"], d["flops"]) == (320, 5_288_548, expected.flops)
-    assert d["flops"] > 401_659_392
+    assert (d["resolution"], d["params"], d["flops"]) == (320, B0.params, expected.flops)
+    assert d["flops"] > B0.flops
     r = run("efficientnet-b0", "--resolution", "17")
     assert r.returncode == 0 and "at 17x17" in r.stdout
 
@@ -149,7 +150,7 @@ def test_nas_show_and_import_nas_do_not_import_torch(tmp_path):
     env = {"PYTHONPATH": str(tmp_path)}
     r = run("efficientnet-b7", "--json", env=env)
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["params"] == 66_347_960
+    assert json.loads(r.stdout)["params"] == EFFICIENTNET["efficientnet-b7"].params
     assert "was imported" not in r.stderr
     r = subprocess.run([sys.executable, "-c",
                         "import sys, nas; nas.load_spec('efficientnet-b0').fingerprint(); nas.cost; "

@@ -1,21 +1,13 @@
 """The analytic cost model: parity with the published numbers, and exact agreement
 with fvcore and ``sum(p.numel())`` on presets and on random valid specs.
 
-Golden numbers and their sources (see ../shared/REFERENCE.md):
+Golden numbers and their sources are in ``tests/reference.py``:
 
-* params of B0..B7: torchvision's ``efficientnet_b0`` .. ``efficientnet_b7``;
-* FLOPs of B0..B7: fvcore 0.1.5 ``FlopCountAnalysis(model, 1x3xRxR).total()`` on
-  torchvision's models at each model's own resolution;
-* mobilenet-v2: torchvision ``mobilenet_v2`` params and fvcore FLOPs at 224;
-* mnasnet-b1: torchvision ``mnasnet1_0`` params (4,383,312).  Its fvcore count,
-  325,329,152, is 62,720 = 1280 * 7 * 7 lower than ours because torchvision's
-  MNASNet pools globally with ``x.mean([2, 3])``, which fvcore does not count,
-  while we use ``nn.AdaptiveAvgPool2d`` (1 flop per input element, the convention
-  of torchvision's EfficientNet);
-* mnasnet-a1 and efficientnet-l2: no torchvision model; the papers give 3.9M
-  params / 312M multiply-adds (MnasNet, Table 1; conv + linear only, which is
-  311,579,072 here) and 480M params (Noisy Student, Xie et al. 2020).  The exact
-  values are our own, pinned as regression numbers.
+* B0..B7, mobilenet-v2: torchvision's params and fvcore's FLOPs on torchvision's models;
+* mnasnet-b1: torchvision ``mnasnet1_0`` params; its fvcore count is 1280 * 7 * 7 lower
+  than ours because it pools globally with ``x.mean``, which fvcore does not count;
+* mnasnet-a1 and efficientnet-l2: no torchvision model; the papers' rounded figures
+  are checked, and our exact values are pinned as regression numbers.
 """
 from __future__ import annotations
 
@@ -35,25 +27,21 @@ from nas.cost import conv_out, cost, count_params, fvcore_flops
 from nas.presets import load_preset, preset_names
 from nas.spec import SpecError, iter_layers
 from nas.testing import random_spec
+from reference import (B0, B0_FVCORE_BY_OPERATOR, EFFICIENTNET, EFFICIENTNET_L2_PAPER_PARAMS_M,
+                       EFFICIENTNET_L2_REGRESSION, MNASNET1_0, MNASNET1_0_POOL_FLOPS, MNASNET_A1_CONV_LINEAR_REGRESSION,
+                       MNASNET_A1_PAPER_MULT_ADDS_M, MNASNET_A1_PAPER_PARAMS_M, MNASNET_A1_REGRESSION, MOBILENET_V2)
 
 torch.set_num_threads(1)  # small models; other work shares the cores
 
 # name: (resolution, params, fvcore FLOPs at that resolution)
 GOLDEN = {
-    "efficientnet-b0": (224, 5_288_548, 401_659_392),
-    "efficientnet-b1": (240, 7_794_184, 712_732_416),
-    "efficientnet-b2": (260, 9_109_994, 1_026_579_120),
-    "efficientnet-b3": (300, 12_233_232, 1_883_903_568),
-    "efficientnet-b4": (380, 19_341_616, 4_512_495_200),
-    "efficientnet-b5": (456, 30_389_784, 10_505_072_320),
-    "efficientnet-b6": (528, 43_040_704, 19_472_062_160),
-    "efficientnet-b7": (600, 66_347_960, 38_449_437_600),
-    "mobilenet-v2": (224, 3_504_872, 314_193_216),
-    # torchvision mnasnet1_0: 325,329,152 under fvcore; + the global pool it computes with x.mean
-    "mnasnet-b1": (224, 4_383_312, 325_329_152 + 1280 * 7 * 7),
-    # regression values (no external exact reference; see the module docstring)
-    "mnasnet-a1": (224, 3_887_038, 324_682_848),
-    "efficientnet-l2": (800, 480_309_308, 479_868_213_280),
+    **EFFICIENTNET,
+    "mobilenet-v2": MOBILENET_V2,
+    # torchvision mnasnet1_0 under fvcore, plus the global pool it computes with x.mean
+    "mnasnet-b1": MNASNET1_0._replace(flops=MNASNET1_0.flops + MNASNET1_0_POOL_FLOPS),
+    # regression values (no external exact reference)
+    "mnasnet-a1": MNASNET_A1_REGRESSION,
+    "efficientnet-l2": EFFICIENTNET_L2_REGRESSION,
 }
 EXTERNAL = {n for n in GOLDEN if n not in ("mnasnet-a1", "efficientnet-l2")}
 
@@ -83,15 +71,34 @@ def test_mnasnet_b1_differs_from_torchvision_only_by_the_global_pool():
     c = cost(load_preset("mnasnet-b1"))
     head = c.stages[-1]
     assert head.in_resolution == 7
-    torchvision_fvcore = 325_329_152  # mnasnet1_0 pools with x.mean: fvcore counts it 0
-    assert c.flops - torchvision_fvcore == 1280 * 7 * 7
+    assert c.flops - MNASNET1_0.flops == 1280 * head.in_resolution ** 2  # mnasnet1_0's x.mean: fvcore counts 0
 
 
 def test_paper_numbers_for_presets_without_torchvision_model():
     a1 = cost(load_preset("mnasnet-a1"))
-    assert round(a1.params / 1e5) == 39  # MnasNet Table 1: 3.9M
+    assert round(a1.params / 1e5) / 10 == MNASNET_A1_PAPER_PARAMS_M
     l2 = cost(load_preset("efficientnet-l2"))
-    assert round(l2.params / 1e6) == 480  # Noisy Student: 480M
+    assert round(l2.params / 1e6) == EFFICIENTNET_L2_PAPER_PARAMS_M
+
+
+def test_mnasnet_a1_multiply_adds_are_the_papers():
+    # The paper counts conv and linear multiply-adds only; fvcore also counts BN and pooling.
+    by_op = _fvcore_by_operator(load_preset("mnasnet-a1"))
+    conv_linear = by_op["conv"] + by_op["linear"]
+    assert conv_linear == MNASNET_A1_CONV_LINEAR_REGRESSION
+    assert round(conv_linear / 1e6) == MNASNET_A1_PAPER_MULT_ADDS_M
+
+
+def _fvcore_by_operator(spec) -> dict:
+    from fvcore.nn import FlopCountAnalysis
+
+    model = build_model(spec).eval()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        a = FlopCountAnalysis(model, torch.zeros(1, spec.in_channels, spec.resolution, spec.resolution))
+        a.unsupported_ops_warnings(False)
+        a.uncalled_modules_warnings(False)
+        return dict(a.by_operator())
 
 
 @pytest.mark.parametrize("name", FVCORE_PRESETS)
@@ -111,18 +118,10 @@ def test_b4_analytic_equals_fvcore():
 
 
 def test_b0_fvcore_breakdown_matches_reference():
-    """Pins fvcore's counting rules (they changed between versions): REFERENCE.md's measured B0 breakdown."""
-    from fvcore.nn import FlopCountAnalysis
-
-    model = build_model(load_preset("efficientnet-b0")).eval()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        a = FlopCountAnalysis(model, torch.zeros(1, 3, 224, 224))
-        a.unsupported_ops_warnings(False)
-        a.uncalled_modules_warnings(False)
-        by_op = dict(a.by_operator())
-    assert by_op == {"conv": 384_534_752, "batch_norm": 13_475_392, "adaptive_avg_pool2d": 2_369_248,
-                     "linear": 1_280_000}
+    """Pins fvcore's counting rules (they changed between versions): its breakdown of torchvision's B0."""
+    by_op = _fvcore_by_operator(load_preset("efficientnet-b0"))
+    assert by_op == B0_FVCORE_BY_OPERATOR
+    assert sum(by_op.values()) == B0.flops
 
 
 @pytest.mark.parametrize("start", range(0, N_RANDOM, CHUNK))
@@ -238,7 +237,7 @@ def test_cost_resolution_accepts_integral_values():
 
 def test_cost_to_dict():
     d = cost(load_preset("efficientnet-b0")).to_dict()
-    assert d["params"] == 5_288_548 and d["flops"] == 401_659_392 and len(d["stages"]) == 9
+    assert (d["params"], d["flops"], len(d["stages"])) == (B0.params, B0.flops, 9)
 
 
 def test_docstring_example():
@@ -250,7 +249,7 @@ def test_docstring_example():
 
 def test_cost_does_not_need_torch():
     code = ("import sys, nas; c = nas.cost(nas.load_spec('efficientnet-b7')); "
-            "assert c.params == 66347960, c.params; "
+            f"assert c.params == {EFFICIENTNET['efficientnet-b7'].params}, c.params; "
             "assert 'torch' not in sys.modules and 'fvcore' not in sys.modules, 'heavy import'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr

@@ -12,6 +12,8 @@ from nas.spec import SpecError
 from scaling.compound import PUBLISHED, round_filters, round_repeats
 from scaling.presets import PRESET_DIR, all_presets, write_presets
 
+from reference import EFFICIENTNET_B0_TABLE, EFFICIENTNET_SCALING
+
 ALL = ("efficientnet-b0", "efficientnet-b1", "efficientnet-b2", "efficientnet-b3", "efficientnet-b4",
        "efficientnet-b5", "efficientnet-b6", "efficientnet-b7", "efficientnet-l2", "mnasnet-a1", "mnasnet-b1",
        "mobilenet-v2")
@@ -47,11 +49,8 @@ def test_preset_labels(name):
 
 
 def test_b0_is_the_paper_table():
-    # EfficientNet (Tan & Le 2019), Table 1: (expand, kernel, stride, out, repeats); SE 0.25, swish everywhere.
-    table = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3),
-             (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)]
     s = load_preset("efficientnet-b0")
-    assert [(t.expand_ratio, t.kernel, t.stride, t.out_channels, t.repeats) for t in s.stages] == table
+    assert [(t.expand_ratio, t.kernel, t.stride, t.out_channels, t.repeats) for t in s.stages] == EFFICIENTNET_B0_TABLE
     assert {(t.se_ratio, t.skip, t.activation, t.se_activation) for t in s.stages} == {(0.25, "identity", "swish",
                                                                                          "swish")}
     assert [t.op for t in s.stages] == ["dwconv"] + ["mbconv"] * 6
@@ -61,13 +60,7 @@ def test_b0_is_the_paper_table():
 
 
 def test_published_table():
-    # (width, depth, resolution, dropout) from the EfficientNet paper / reference implementation
-    assert {n: (p.width, p.depth, p.resolution, p.dropout) for n, p in PUBLISHED.items()} == {
-        "efficientnet-b0": (1.0, 1.0, 224, 0.2), "efficientnet-b1": (1.0, 1.1, 240, 0.2),
-        "efficientnet-b2": (1.1, 1.2, 260, 0.3), "efficientnet-b3": (1.2, 1.4, 300, 0.3),
-        "efficientnet-b4": (1.4, 1.8, 380, 0.4), "efficientnet-b5": (1.6, 2.2, 456, 0.4),
-        "efficientnet-b6": (1.8, 2.6, 528, 0.5), "efficientnet-b7": (2.0, 3.1, 600, 0.5),
-        "efficientnet-l2": (4.3, 5.3, 800, 0.5)}
+    assert {n: (p.width, p.depth, p.resolution, p.dropout) for n, p in PUBLISHED.items()} == EFFICIENTNET_SCALING
 
 
 @pytest.mark.parametrize("name", [n for n in ALL if n.startswith("efficientnet-")])

@@ -1,7 +1,7 @@
 """Compound scaling (scaling.compound), the grid search (scaling.grid) and ``nas-scale``.
 
 Grid tests inject a fake evaluator (no training); the CLI is exercised through
-the installed ``nas-scale`` script.  Golden numbers: REFERENCE.md (torchvision
+the installed ``nas-scale`` script.  Golden numbers: ``tests/reference.py`` (torchvision
 params, fvcore FLOPs of the published family).
 """
 from __future__ import annotations
@@ -21,19 +21,9 @@ from scaling.compound import (MAX_PARAMS, PAPER_COEFFICIENTS, PUBLISHED, Scaling
                               scale_spec, scaled_dropout)
 from scaling.grid import GridError, grid_points, make_candidates, run_grid_search, write_results
 
-B0 = load_preset("efficientnet-b0")
+from reference import EFFICIENTNET
 
-# REFERENCE.md: torchvision params and fvcore FLOPs at each member's resolution.
-PUBLISHED_GOLDEN = {
-    "efficientnet-b0": (5_288_548, 401_659_392),
-    "efficientnet-b1": (7_794_184, 712_732_416),
-    "efficientnet-b2": (9_109_994, 1_026_579_120),
-    "efficientnet-b3": (12_233_232, 1_883_903_568),
-    "efficientnet-b4": (19_341_616, 4_512_495_200),
-    "efficientnet-b5": (30_389_784, 10_505_072_320),
-    "efficientnet-b6": (43_040_704, 19_472_062_160),
-    "efficientnet-b7": (66_347_960, 38_449_437_600),
-}
+B0 = load_preset("efficientnet-b0")
 
 # Coefficient sets for the acceptance check: the paper's, our grid search's best
 # (results/scaling/grid.json) and others near the
@@ -47,11 +37,11 @@ COEFFICIENTS = [PAPER_COEFFICIENTS, (1.0, 1.2, 1.15), (1.1, 1.1, 1.2), (1.3, 1.0
 # ---------------------------------------------------------------- published family stays exact
 
 
-@pytest.mark.parametrize("name", sorted(PUBLISHED_GOLDEN))
+@pytest.mark.parametrize("name", sorted(EFFICIENTNET))
 def test_published_members_match_reference_params_and_flops(name):
     spec = published_spec(B0, name) if name != "efficientnet-b0" else B0
     c = cost(spec)
-    assert (c.params, c.flops) == PUBLISHED_GOLDEN[name]
+    assert (c.resolution, c.params, c.flops) == EFFICIENTNET[name]
     assert spec == load_preset(name)  # and the bundled preset is the same architecture
 
 

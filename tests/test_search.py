@@ -22,6 +22,7 @@ from nas.cli.search import main as cli_main
 from nas.estimators import ESTIMATORS, Estimate
 from nas.presets import load_preset
 from nas.spec import Spec
+from reference import B0
 from nas.search import (JOURNAL_NAME, LatencyConfig, SearchConfig, StorageConfig, make_cost_fn, make_objective,
                         open_study, recover_stale_trials, run_search, summary_text, write_outputs)
 from nas.reward import IdentityMap, Reward
@@ -75,7 +76,7 @@ def test_run_writes_every_output_and_beats_b0(tmp_path):
     # B0 is enqueued first: the best can never be below it
     assert res.rows[0]["fingerprint"] == load_preset("efficientnet-b0").fingerprint()
     assert res.best["reward"] >= res.reference["efficientnet-b0"]["reward"]
-    assert res.reference["efficientnet-b0"]["flops"] == 401_659_392
+    assert res.reference["efficientnet-b0"]["flops"] == B0.flops
     files = write_outputs(res, tmp_path / "out")
     assert sorted(p.name for p in files) == sorted(OUTPUTS)
     spec = Spec.load(tmp_path / "out" / "best.json")
@@ -84,7 +85,7 @@ def test_run_writes_every_output_and_beats_b0(tmp_path):
     assert prov["reward"] == pytest.approx(res.best["reward"]) and prov["cost"]["flops"] == res.best["flops"]
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["n_trials_complete"] == 8 and summary["best_beats_reference"]
-    assert set(summary["best"]) >= {"reward", "accuracy", "flops"} and summary["reference"]["flops"] == 401_659_392
+    assert set(summary["best"]) >= {"reward", "accuracy", "flops"} and summary["reference"]["flops"] == B0.flops
     rows = list(csv.DictReader(open(tmp_path / "out" / "trials.csv")))
     assert len(rows) == 8 and {"number", "state", "param_s1_op", "accuracy", "flops", "reward"} <= set(rows[0])
     assert (tmp_path / "out" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
@@ -171,7 +172,7 @@ def test_objective_works_with_fixed_trial():
     trial = optuna.trial.FixedTrial(b0)
     value = obj(trial)
     assert value == pytest.approx(trial.user_attrs["reward"])
-    assert trial.user_attrs["flops"] == 401_659_392
+    assert trial.user_attrs["flops"] == B0.flops
 
 
 def test_latency_target_measures_and_caches(tmp_path):

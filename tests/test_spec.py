@@ -15,11 +15,13 @@ import jsonschema
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from nas import atomic
 from nas import spec as spec_mod
 from nas.presets import load_preset, load_spec, preset_names
 from nas.schema import schema
-from nas.spec import ACTIVATIONS, OPS, SKIPS, Spec, SpecError, iter_layers
+from nas.spec import ACTIVATIONS, OPS, SKIPS, Spec, SpecError, iter_layers, min_resolution, total_stride
 from nas.testing import random_spec, random_spec_dict, specs
+from reference import B0, MOBILENET_V2
 
 N_RANDOM = 200
 
@@ -263,14 +265,14 @@ def test_save_is_atomic_on_failure(tmp_path, monkeypatch):
     def failing_replace(src, dst):  # e.g. the disk fills up at the last step
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(spec_mod.os, "replace", failing_replace)
+    monkeypatch.setattr(atomic.os, "replace", failing_replace)
     with pytest.raises(OSError):
         load_preset("efficientnet-b0").save(p)
     monkeypatch.undo()
     assert p.read_text(encoding="utf-8") == "old"
     assert sorted(q.name for q in tmp_path.iterdir()) == ["keep.json"]  # the temporary file is gone
     with pytest.raises(OSError):
-        spec_mod.atomic_write_text(tmp_path / "no-such-dir" / "x.json", "new")
+        atomic.atomic_write_text(tmp_path / "no-such-dir" / "x.json", "new")
     assert sorted(q.name for q in tmp_path.iterdir()) == ["keep.json"]
 
 
@@ -556,7 +558,7 @@ def test_empty_spec_source_is_refused():
 
 def test_cost_accepts_what_load_spec_accepts():
     import nas
-    assert nas.cost("efficientnet-b0").flops == 401_659_392  # REFERENCE.md, fvcore on torchvision B0
+    assert nas.cost("efficientnet-b0").flops == B0.flops
 
 
 def test_saved_files_get_the_usual_permissions(tmp_path):
@@ -574,4 +576,17 @@ def test_nas_cost_stays_the_function_after_the_module_is_imported():
     import nas
     importlib.import_module("nas.cost")
     import nas.cost  # noqa: F401  (binds nothing new: the package keeps the function)
-    assert callable(nas.cost) and nas.cost("mobilenet-v2").params == 3_504_872  # torchvision mobilenet_v2
+    assert callable(nas.cost) and nas.cost("mobilenet-v2").params == MOBILENET_V2.params
+
+
+def test_total_stride_and_min_resolution():
+    b0 = load_preset("efficientnet-b0")
+    # Tan & Le 2019, Table 1: 224 px in, 7x7 into the head
+    assert total_stride(b0) == 224 // 7 == 32
+    assert min_resolution(b0) == 8
+    d = b0.to_dict()
+    d["stem"]["stride"] = 1
+    for stage in d["stages"]:
+        stage["stride"] = 1
+    assert total_stride(Spec.from_dict(d)) == 1
+    assert min_resolution(Spec.from_dict(d)) == 2  # the floor

@@ -14,24 +14,19 @@ import pytest
 import torch
 from torch import nn
 
+import nas.recipes as recipes_mod
 import nas.train as train_mod
+from nas.build import build_model
 from nas.data import load_dataset
 from nas.presets import load_preset
 from nas.spec import Spec
-from nas.train import RECIPES, SCHEDULES, Recipe, TrainResult, min_resolution, train_and_evaluate
+from nas.testing import small_spec
+from nas.train import RECIPES, SCHEDULES, Recipe, min_resolution, train_and_evaluate
 
 
 def tiny_spec(activation="swish", skip="identity", in_channels=3, name="tiny") -> Spec:
-    stage = dict(op="mbconv", kernel=3, stride=1, expand_ratio=3, se_ratio=0.25, skip=skip, out_channels=8,
-                 repeats=1, activation=activation, se_activation=activation)
-    return Spec.from_dict({
-        "format": "nas-spec", "version": 1, "name": name, "in_channels": in_channels, "resolution": 16,
-        "num_classes": 1000, "activation": activation, "stem": {"out_channels": 8, "kernel": 3, "stride": 2},
-        "stages": [dict(stage, op="dwconv", expand_ratio=1),
-                   dict(stage, stride=2, out_channels=16, repeats=2),
-                   dict(stage, kernel=5, stride=2, out_channels=24, se_ratio=0.0)],
-        "head": {"out_channels": 32}, "dropout": 0.1, "drop_connect_rate": 0.1,
-        "bn": {"eps": 1e-3, "momentum": 0.01}})
+    return small_spec(activation=activation, skip=skip, in_channels=in_channels, name=name,
+                      stages=[{"op": "dwconv", "expand_ratio": 1}, {}, {"se_ratio": 0.0}])
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -187,10 +182,22 @@ def test_trains_channels_last_and_hands_the_model_back_contiguous(data, monkeypa
     assert all(p.is_contiguous() for p in r.model.parameters())  # weights.pt holds standard tensors
 
 
-def test_test_resolution(data):
+def test_test_resolution(data, monkeypatch):
+    seen = []  # (training?, input side) of every forward
+    real = train_mod.build_model
+
+    def spy(spec):
+        model = real(spec)
+        model.register_forward_pre_hook(lambda m, args: seen.append((m.training, args[0].shape[-1])))
+        return model
+
+    monkeypatch.setattr(train_mod, "build_model", spy)
     r = run(tiny_spec(), data, steps=3, test_resolution=24)
     assert (r.resolution, r.test_resolution) == (16, 24)
     assert 0.0 <= r.accuracy <= 1.0
+    assert {side for training, side in seen[:3]} == {16}  # the three training steps
+    # evaluation (and the BN recalibration before it) sees the test resolution only
+    assert seen[3:] and {side for _, side in seen[3:]} == {24}
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
@@ -200,22 +207,62 @@ def test_every_recipe_trains(data, name):
     assert RECIPES[name].name == name
 
 
-def test_recipe_objects_and_overrides(data):
+def test_recipe_objects_and_overrides(data, monkeypatch):
+    used = []  # (recipe, peak learning rate) handed to the optimizer
+    real = train_mod.make_optimizer
+    monkeypatch.setattr(train_mod, "make_optimizer", lambda rec, model, lr: used.append((rec, lr)) or real(rec, model, lr))
     custom = dataclasses.replace(RECIPES["resnet"], lr=0.05, schedule="exponential", bn_recalibration=0)
     r = run(tiny_spec(), data, steps=3, recipe=custom)
-    assert not r.failed
+    assert not r.failed and used[-1] == (custom, 0.05 * 32 / 256)  # per 256 images, batch 32
+    run(tiny_spec(), data, steps=1, recipe="efficientnet", lr=0.2)
+    assert used[-1] == (dataclasses.replace(RECIPES["efficientnet"], lr=0.2), 0.2 * 32 / 256)
     with pytest.raises(ValueError, match="unknown recipe"):
         run(tiny_spec(), data, steps=1, recipe="lamb")
 
 
-def test_recipes_match_the_brief():
-    e, s, a = RECIPES["efficientnet"], RECIPES["resnet"], RECIPES["adamw"]
-    assert (e.optimizer, e.rmsprop_alpha, e.momentum, e.label_smoothing, e.weight_decay) == ("rmsprop", 0.9, 0.9, 0.1, 1e-5)
-    assert (a.optimizer, a.lr, a.weight_decay, a.label_smoothing, a.warmup, a.schedule) == \
-        ("adamw", 0.012, 0.05, 0.1, 0.1, "cosine")
-    assert (s.optimizer, s.momentum, s.nesterov, s.label_smoothing, s.weight_decay, s.schedule) == \
-        ("sgd", 0.9, False, 0.0, 1e-4, "step")
-    assert all(dataclasses.is_dataclass(r) and r.__dataclass_params__.frozen for r in RECIPES.values())
+def test_reference_recipes_are_the_papers():
+    # EfficientNet (Tan & Le 2019, Sec. 5.2): RMSProp decay 0.9, momentum 0.9, weight decay 1e-5,
+    # label smoothing 0.1; TF's epsilon 1e-3 sits inside the square root, PyTorch's outside.
+    e = RECIPES["efficientnet"]
+    assert (e.optimizer, e.rmsprop_alpha, e.momentum, e.weight_decay, e.label_smoothing) == \
+        ("rmsprop", 0.9, 0.9, 1e-5, 0.1)
+    assert e.rmsprop_eps ** 2 == pytest.approx(1e-3)
+    # ResNet (He et al. 2016; Goyal et al. 2017): SGD momentum 0.9, 0.1 per 256 images, weight
+    # decay 1e-4, x0.1 at epochs 30, 60 and 80 of 90.
+    s = RECIPES["resnet"]
+    assert (s.optimizer, s.momentum, s.nesterov, s.lr, s.weight_decay, s.label_smoothing) == \
+        ("sgd", 0.9, False, 0.1, 1e-4, 0.0)
+    assert s.schedule == "step" and s.step_gamma == 0.1
+    assert [m * 90 for m in s.step_milestones] == pytest.approx([30, 60, 80])
+    with pytest.raises(dataclasses.FrozenInstanceError):  # a shared table: nobody may change it in place
+        RECIPES["adamw"].lr = 1.0
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_every_recipe_field_reaches_the_optimizer(name):
+    # the recipe as registered, and with every field off its value (a registered value that happens
+    # to equal the optimizer's default would hide a field that never arrives)
+    odd = dict(momentum=0.85, weight_decay=0.125, nesterov=not RECIPES[name].nesterov, rmsprop_alpha=0.75,
+               rmsprop_eps=0.0625)
+    for rec in (RECIPES[name], dataclasses.replace(RECIPES[name], **odd)):
+        model = build_model(tiny_spec())
+        opt = train_mod.make_optimizer(rec, model, 0.5)
+        assert type(opt) is {"rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}[
+            rec.optimizer]
+        decay, no_decay = opt.param_groups
+        # weight decay on weights only: never on BN scales and biases (1-D tensors)
+        assert {p.ndim > 1 for p in decay["params"]} == {True} and {p.ndim for p in no_decay["params"]} == {1}
+        assert (decay["weight_decay"], no_decay["weight_decay"]) == (rec.weight_decay, 0.0)
+        assert {g["lr"] for g in opt.param_groups} == {0.5}
+        if rec.optimizer == "rmsprop":
+            assert (decay["alpha"], decay["eps"], decay["momentum"]) == (rec.rmsprop_alpha, rec.rmsprop_eps,
+                                                                         rec.momentum)
+            # TF's RMSProp starts the mean square at 1, not 0 (else the first steps are ~3x too large)
+            assert all(torch.equal(opt.state[p]["square_avg"], torch.ones_like(p)) for p in model.parameters())
+        elif rec.optimizer == "sgd":
+            assert (decay["momentum"], decay["nesterov"]) == (rec.momentum, rec.nesterov)
+        else:
+            assert decay["betas"] == (rec.momentum, 0.999)
 
 
 @pytest.mark.parametrize("schedule", sorted(SCHEDULES))
@@ -249,9 +296,19 @@ def test_bad_arguments(data):
         run(tiny_spec(), data, epochs=0)
 
 
-def test_result_dataclass_defaults():
-    r = TrainResult(accuracy=None, loss=None, epochs=0.0, steps=0, seconds=0.0, images_per_second=0.0)
-    assert r.history == [] and not r.failed and not r.pruned
+def test_label_smoothing_reaches_the_loss(data, monkeypatch):
+    made = []
+    real = nn.CrossEntropyLoss
+
+    class Spy(real):
+        def __init__(self, *args, **kw):
+            super().__init__(*args, **kw)
+            made.append(self.label_smoothing)
+
+    monkeypatch.setattr(train_mod.nn, "CrossEntropyLoss", Spy)
+    for name in ("efficientnet", "resnet"):
+        run(tiny_spec(), data, steps=1, recipe=name)
+    assert made == [RECIPES["efficientnet"].label_smoothing, RECIPES["resnet"].label_smoothing] == [0.1, 0.0]
 
 
 # ---------------------------------------------------------------- the CLI
@@ -331,9 +388,17 @@ def test_cli_empty_folder_dataset(tmp_path):
     assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
 
 
-def test_cli_recipe_names_match_the_registry():
-    from nas.cli import RECIPE_NAMES
-    assert tuple(sorted(RECIPE_NAMES)) == tuple(sorted(RECIPES))
+def test_cli_offers_the_recipe_registry_without_importing_torch():
+    # The commands read nas.recipes (the table nas.train runs) instead of a copy, and must stay torch-free.
+    r = subprocess.run([sys.executable, "-c",
+                        "import sys; import nas.cli.train, nas.cli.scale, nas.cli.search\n"
+                        "assert 'torch' not in sys.modules, 'torch was imported'"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert train_mod.RECIPES is recipes_mod.RECIPES
+    p = nas_train("efficientnet-b0", "--recipe", "no-such-recipe")
+    assert p.returncode == 2
+    assert all(repr(name) in p.stderr for name in RECIPES), p.stderr
 
 
 def test_augmentation_defaults_on_from_sixteen_epochs_and_is_recorded(data):

@@ -4,7 +4,7 @@ Shared rules, kept here once:
 
 * bad input: one line on stderr, exit 2 (usage) or 1 (runtime), no traceback;
 * heavy imports (torch, fvcore, ray) happen inside commands that need them;
-* outputs are written atomically (:func:`nas.spec.atomic_write_text`).
+* outputs are written atomically (:func:`nas.atomic.atomic_write_text`).
 
 Set ``NAS_DEBUG=1`` to see the traceback of an unexpected error.
 """
@@ -114,7 +114,6 @@ def parse_quantity(text: str, unit: str = "") -> float:
     return value
 
 
-RECIPE_NAMES = ("efficientnet", "resnet", "adamw")  # nas.train.RECIPES, kept in sync by a test (no torch import here)
 
 
 def tune_allocator() -> None:

@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 
 from . import ArgumentParser, RuntimeFailure, UsageError, command, load_data, parse_quantity, positive_int
-from ..spec import MAX_RESOLUTION, atomic_write_text
+from ..atomic import atomic_write_text
+from ..spec import MAX_RESOLUTION, min_resolution, total_stride
 
 DEFAULT_BASE = "efficientnet-b0"
 #: how far alpha*beta^2*gamma^2 may be from 2 in a --coefficients file (the grid search's default tolerance)
@@ -233,11 +234,9 @@ def _grid(base, args, argv) -> int:
         if not 1 <= args.base_resolution <= MAX_RESOLUTION:
             raise UsageError(f"--base-resolution must be in [1, {MAX_RESOLUTION}], got {args.base_resolution}")
         base = base.replace(resolution=args.base_resolution)
-    stride = base.stem.stride * math.prod(s.stride for s in base.stages)
-    smallest = max(2, stride // 4)  # nas.train.min_resolution, without importing torch
-    if base.resolution < smallest:
+    if base.resolution < min_resolution(base):
         raise UsageError(f"--base-resolution {base.resolution} is too small for this network (total stride "
-                         f"{stride}); use at least {smallest}")
+                         f"{total_stride(base)}); use at least {min_resolution(base)}")
     out = Path(args.output or "results/scaling")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--output {out} exists and is not a folder")

@@ -13,13 +13,14 @@ import sys
 import time
 from pathlib import Path
 
-from . import RECIPE_NAMES, ArgumentParser, RuntimeFailure, UsageError, command, load_data, parse_quantity
+from . import ArgumentParser, RuntimeFailure, UsageError, command, load_data, parse_quantity
+from ..recipes import RECIPE_NAMES
 
 DEFAULT_TRAIN_WORKERS = 2  # local worker processes by default when the estimator trains
-STRATEGY_NAMES = ("tpe", "random", "nsga2", "evolution", "rl")  # checked against nas.samplers.STRATEGIES in tests
 
 
 def _parser() -> ArgumentParser:
+    from ..samplers import DEFAULT_STRATEGY, STRATEGY_NAMES
     from ..search import DEFAULT_BUDGET, TRAIN_BUDGET
 
     ap = ArgumentParser(prog="nas-search", description="Search the MnasNet factorized space for the best "
@@ -34,7 +35,8 @@ def _parser() -> ArgumentParser:
     ap.add_argument("--latency-table", metavar="TABLE",
                     help="--target-latency: predict each candidate's latency from this nas-latency table "
                          "instead of measuring it")
-    ap.add_argument("--strategy", default="tpe", help=f"one of {', '.join(STRATEGY_NAMES)} (default tpe)")
+    ap.add_argument("--strategy", default=DEFAULT_STRATEGY,
+                    help=f"one of {', '.join(STRATEGY_NAMES)} (default {DEFAULT_STRATEGY})")
     ap.add_argument("--budget", type=int, default=None,
                     help=f"complete trials (default {TRAIN_BUDGET} with --estimator train, {DEFAULT_BUDGET} with a proxy)")
     ap.add_argument("--seed", type=int, default=0)

@@ -23,7 +23,8 @@ from pathlib import Path
 
 from . import RECIPE_NAMES, ArgumentParser, RuntimeFailure, UsageError, command, load_data, positive_int, tune_allocator
 from ..presets import load_spec
-from ..spec import MAX_RESOLUTION, atomic_write_bytes, atomic_write_text
+from ..atomic import atomic_write_bytes, atomic_write_text
+from ..spec import MAX_RESOLUTION
 
 DEVICES = ("cpu", "cuda", "auto")
 

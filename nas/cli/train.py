@@ -16,9 +16,11 @@ import os
 import sys
 from pathlib import Path
 
-from . import RECIPE_NAMES, ArgumentParser, RuntimeFailure, UsageError, command, load_data, positive_int
+from ..atomic import atomic_write_bytes, atomic_write_text
 from ..presets import load_spec
-from ..spec import MAX_RESOLUTION, atomic_write_bytes, atomic_write_text
+from ..recipes import RECIPE_NAMES
+from ..spec import MAX_RESOLUTION, min_resolution, total_stride
+from . import ArgumentParser, RuntimeFailure, UsageError, command, load_data, positive_int
 
 
 
@@ -129,7 +131,6 @@ def main(argv=None) -> int:
         if out_dir.exists() and not out_dir.is_dir():
             raise UsageError(f"--output {out_dir} exists and is not a directory")
 
-    from ..train import min_resolution, total_stride
     for name in ("resolution", "test_resolution"):
         v = getattr(args, name)
         if v is not None and v < min_resolution(spec):

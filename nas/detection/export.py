@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 
 from ..export import TOLERANCE, ExportError, MissingDependency
-from ..spec import atomic_write_bytes
+from ..atomic import atomic_write_bytes
 from .spec import DetectorSpec
 
 __all__ = ["export_detector_onnx", "output_names"]

@@ -49,9 +49,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..spec import (ACTIVATIONS, MAX_CLASSES, MAX_RESOLUTION, BatchNorm, Spec, SpecError, atomic_write_text,
-                    check_choice, check_int, check_number, check_object, describe, iter_layers, join_path,
-                    parse_json)
+from ..atomic import atomic_write_text
+from ..spec import (ACTIVATIONS, MAX_CLASSES, MAX_RESOLUTION, BatchNorm, Spec, SpecError, check_choice, check_int,
+                    check_number, check_object, describe, iter_layers, join_path, parse_json)
 
 __all__ = [
     "FORMAT",

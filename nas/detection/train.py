@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..spec import atomic_write_bytes, atomic_write_text
+from ..atomic import atomic_write_bytes, atomic_write_text
 from ._bn import recalibrate_bn
 from .build import build_detector
 from .evaluate import coco_map

@@ -18,7 +18,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..spec import Spec, atomic_write_text
+from ..atomic import atomic_write_text
+from ..spec import Spec
 
 __all__ = ["Latency", "LatencyMeter", "measure_latency"]
 

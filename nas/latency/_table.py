@@ -38,7 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..spec import Spec, atomic_write_text
+from ..atomic import atomic_write_text
+from ..spec import Spec
 from ._keys import Entry, conv_out, spec_entries, stage_variants, tail_entries
 
 __all__ = ["FORMAT", "VERSION", "FIT_MODELS", "fit_linear", "TableError", "MissingEntryError", "LatencyTable", "predict",

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from ..spec import Spec, atomic_write_bytes, atomic_write_text
+from ..atomic import atomic_write_bytes, atomic_write_text
+from ..spec import Spec
 from ._backends import Backend
 from ._build import measure_network
 from ._table import LatencyTable, predict

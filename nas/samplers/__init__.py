@@ -5,6 +5,7 @@ are Optuna's; ``evolution`` (regularized/aging evolution, Real et al. 2019) and
 ``rl`` (MnasNet-style factorized policy trained by REINFORCE) are ours, in private
 modules, re-exported here.  ``nsga2`` is multi-objective (accuracy up, cost down);
 the engine asks :data:`MULTI_OBJECTIVE` which strategies need two objectives.
+The package imports no torch, so the command line reads :data:`STRATEGY_NAMES` here.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import optuna
 from ._evolution import RegularizedEvolutionSampler
 from ._rl import PolicyGradientSampler
 
-__all__ = ["STRATEGIES", "MULTI_OBJECTIVE", "DEFAULT_STRATEGY", "make_sampler", "RegularizedEvolutionSampler",
+__all__ = ["STRATEGIES", "STRATEGY_NAMES", "MULTI_OBJECTIVE", "DEFAULT_STRATEGY", "make_sampler", "RegularizedEvolutionSampler",
            "PolicyGradientSampler"]
 
 
@@ -36,6 +37,8 @@ STRATEGIES: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
     "evolution": lambda seed=None: RegularizedEvolutionSampler(seed=seed),
     "rl": lambda seed=None: PolicyGradientSampler(seed=seed),
 }
+# The names alone, for the command line's help and checks (this package imports no torch).
+STRATEGY_NAMES: tuple[str, ...] = tuple(STRATEGIES)
 MULTI_OBJECTIVE = frozenset({"nsga2"})
 DEFAULT_STRATEGY = "tpe"
 

@@ -7,7 +7,8 @@ import io
 import json
 from pathlib import Path
 
-from ..spec import Spec, atomic_write_bytes, atomic_write_text
+from ..atomic import atomic_write_bytes, atomic_write_text
+from ..spec import Spec
 from .session import SearchResult
 
 __all__ = ["write_outputs", "summary_dict", "summary_text", "trials_csv", "best_spec", "pareto_png"]

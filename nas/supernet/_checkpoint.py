@@ -23,7 +23,7 @@ import torch
 
 from search_spaces import SPACES
 
-from ..spec import atomic_write_bytes
+from ..atomic import atomic_write_bytes
 from ._net import Supernet, SupernetError
 
 __all__ = ["FORMAT", "VERSION", "CHECKPOINT", "save_checkpoint", "read_checkpoint", "load_supernet"]

@@ -19,7 +19,8 @@ import torch
 
 from ..build import build_model
 from ..estimators import Estimate
-from ..spec import Spec, atomic_write_text
+from ..atomic import atomic_write_text
+from ..spec import Spec
 from ..train import MEMORY_FORMAT, evaluate, recalibrate_bn
 from ._checkpoint import load_supernet
 from ._net import Member, Supernet, SupernetError

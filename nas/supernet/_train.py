@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from search_spaces import get_space
 
-from ..spec import atomic_write_text
+from ..atomic import atomic_write_text
 from ..train import MEMORY_FORMAT, RECIPES, Recipe
 from ._checkpoint import CHECKPOINT, read_checkpoint, save_checkpoint
 from ._net import Supernet, SupernetError
