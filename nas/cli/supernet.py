@@ -21,7 +21,8 @@ import os
 import sys
 from pathlib import Path
 
-from . import RECIPE_NAMES, ArgumentParser, RuntimeFailure, UsageError, command, load_data, positive_int, tune_allocator
+from . import ArgumentParser, RuntimeFailure, UsageError, command, load_data, positive_int, tune_allocator
+from ..recipes import RECIPE_NAMES
 from ..presets import load_spec
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..spec import MAX_RESOLUTION
