@@ -39,7 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _rows import config_key, finished_rows  # noqa: E402
+from _rows import config_key, finished_rows, spearman  # noqa: E402
 from nas.cost import cost  # noqa: E402
 from nas.presets import load_preset  # noqa: E402
 from nas.atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
@@ -183,23 +183,6 @@ def _load_data(settings):
 
 
 # ------------------------------------------------------------------ statistics
-
-def _ranks(x) -> np.ndarray:
-    """Ranks 1..n with ties given their mean rank (as Spearman's rho needs)."""
-    x = np.asarray(x, float)
-    order = np.argsort(x, kind="stable")
-    r = np.empty(len(x))
-    r[order] = np.arange(1, len(x) + 1)
-    for v in np.unique(x):
-        tie = x == v
-        r[tie] = r[tie].mean()
-    return r
-
-
-def spearman(a, b) -> float:
-    """Spearman's rank correlation: Pearson's r of the (tie-averaged) ranks."""
-    return float(np.corrcoef(_ranks(a), _ranks(b))[0, 1])
-
 
 def bootstrap_interval(fn, n_items: int, rng: np.random.Generator, n_boot: int = 2000) -> list[float]:
     vals = []

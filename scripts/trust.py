@@ -3,6 +3,7 @@
     python scripts/trust.py                 # all estimators on every finished ground-truth architecture
     python scripts/trust.py --only proxy    # a subset (names starting with the given prefix)
     python scripts/trust.py --report        # rewrite trust.json / trust.png from the rows, no measuring
+    python scripts/trust.py --supernet runs/sn --only supernet   # a trained supernet (nas-supernet train) as "supernet"
 
 Reads ``results/ground_truth/table.json`` (``scripts/ground_truth.py``), scores each of its
 architectures with every estimator of :data:`ESTIMATOR_SETTINGS` through the toolkit's own
@@ -33,6 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _rows import spearman  # noqa: E402
 from nas.cost import cost  # noqa: E402
 from nas.atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
 from nas.spec import Spec  # noqa: E402
@@ -60,22 +62,6 @@ def _proxy_names() -> list[str]:
 
 
 # ------------------------------------------------------------------ statistics
-
-def _ranks(x) -> np.ndarray:
-    x = np.asarray(x, float)
-    order = np.argsort(x, kind="stable")
-    r = np.empty(len(x))
-    r[order] = np.arange(1, len(x) + 1)
-    for v in np.unique(x):
-        tie = x == v
-        r[tie] = r[tie].mean()
-    return r
-
-
-def spearman(a, b) -> float:
-    """Spearman's rho: Pearson's r of tie-averaged ranks."""
-    return float(np.corrcoef(_ranks(a), _ranks(b))[0, 1])
-
 
 def kendall(a, b) -> float:
     """Kendall's tau-b (ties in either variable handled as in scipy.stats.kendalltau)."""
@@ -123,6 +109,8 @@ def _score(job):
     spec = Spec.from_json(spec_json)
     if name.startswith("proxy:"):
         est = make_estimator(name, _DATA["proxy"])
+    elif name == "supernet":
+        est = make_estimator(f"supernet:{_DATA['supernet_dir']}", _DATA["supernet"], resolution=28)
     else:
         reg, source, sizes, options = ESTIMATOR_SETTINGS[name]
         est = make_estimator(reg, _DATA[name], **options)
@@ -145,6 +133,8 @@ def _datasets(names) -> dict:
     for n in names:
         if n.startswith("proxy:"):
             out["proxy"] = get(*PROXY_DATA)
+        elif n == "supernet":
+            out["supernet"] = get("fashion-mnist", (10000, 5000))  # the ground truth's split: what it trained on
         else:
             _, source, sizes, _ = ESTIMATOR_SETTINGS[n]
             out[n] = get(source, sizes)
@@ -168,6 +158,7 @@ def main(argv=None) -> int:
     ap.add_argument("--only", help="estimators whose name starts with this prefix")
     ap.add_argument("--report", action="store_true", help="no measuring: rewrite trust.json from the rows")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--supernet", metavar="DIR", help="also score with the supernet trained into DIR (as 'supernet')")
     args = ap.parse_args(argv)
 
     table = json.loads(GT.read_text())
@@ -175,6 +166,8 @@ def main(argv=None) -> int:
     specs = [Spec.from_dict(r["spec"]) for r in archs]
     truth = np.array([np.mean([v for v in r["accuracy"].values() if v is not None]) for r in archs])
     names = _proxy_names() + list(ESTIMATOR_SETTINGS)  # cheap first
+    if args.supernet:
+        names.append("supernet")
     if args.only:
         names = [n for n in names if n.startswith(args.only)]
     rows_path = OUT / "trust_rows.jsonl"
@@ -184,8 +177,9 @@ def main(argv=None) -> int:
         print(f"{len(todo)} scores to measure over {len(specs)} architectures", file=sys.stderr, flush=True)
         import multiprocessing as mp
         t0 = time.perf_counter()
-        with open(rows_path, "a") as log, mp.get_context("fork").Pool(args.workers, _init,
-                                                                      (_datasets({j[0] for j in todo}),)) as pool:
+        data = _datasets({j[0] for j in todo})
+        data["supernet_dir"] = args.supernet
+        with open(rows_path, "a") as log, mp.get_context("fork").Pool(args.workers, _init, (data,)) as pool:
             for k, row in enumerate(pool.imap(_score, todo), 1):
                 log.write(json.dumps(row) + "\n")
                 log.flush()
@@ -218,6 +212,10 @@ def main(argv=None) -> int:
             "spearman": sign * rho, "kendall": kendall(t, score), "top10_overlap": top_overlap(t, score),
             "seconds_per_architecture": secs, "sign": sign, "n": int(len(sel)),
             "spearman_ci90": rho_interval(t, score, rng)}
+    if args.supernet and "supernet" in result["estimators"]:
+        train = json.loads((Path(args.supernet) / "train.json").read_text())
+        result["estimators"]["supernet"]["training_seconds"] = train.get("seconds", train.get("train_seconds"))
+        result["estimators"]["supernet"]["directory"] = args.supernet
     if "spearman_seed0_seed1" in table["summary"]:
         result["ground_truth_seed_rho"] = table["summary"]["spearman_seed0_seed1"]
     atomic_write_text(OUT / "trust.json", json.dumps(result, indent=1) + "\n")

@@ -81,19 +81,24 @@ def command(prog: str) -> Callable[[Callable[[Sequence[str] | None], int | None]
     return wrap
 
 
-def positive_int(label: str):
-    """An argparse ``type=`` for integers >= 1 whose errors are usage errors naming ``label``."""
+def positive_int(label: str, minimum: int = 1):
+    """An argparse ``type=`` for integers >= ``minimum`` (default 1) whose errors are usage errors naming ``label``."""
 
     def parse(text: str) -> int:
         try:
             v = int(text)
         except ValueError:
             raise UsageError(f"{label} must be an integer, got {text!r}") from None
-        if v < 1:
-            raise UsageError(f"{label} must be >= 1, got {v}")
+        if v < minimum:
+            raise UsageError(f"{label} must be >= {minimum}, got {v}")
         return v
 
     return parse
+
+
+def non_negative_int(label: str):
+    """An argparse ``type=`` for integers >= 0 (usage errors naming ``label``)."""
+    return positive_int(label, minimum=0)
 
 
 def parse_quantity(text: str, unit: str = "") -> float:

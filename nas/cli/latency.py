@@ -19,22 +19,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from . import ArgumentParser, RuntimeFailure, UsageError, command, positive_int, tune_allocator
+from . import ArgumentParser, RuntimeFailure, UsageError, command, non_negative_int, positive_int, tune_allocator
 from ..spec import MAX_RESOLUTION
 
 DEFAULT_SPACE = "mnasnet-b0"  # search_spaces.DEFAULT_SPACE, read lazily
-
-
-def _nonneg_int(label: str):
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise UsageError(f"{label} must be an integer, got {text!r}") from None
-        if v < 0:
-            raise UsageError(f"{label} must be >= 0, got {v}")
-        return v
-    return parse
 
 
 def _nonneg_float(label: str):
@@ -63,7 +51,7 @@ def _parser() -> ArgumentParser:
     t.add_argument("--output", required=True, help="the table (JSON); an existing one is continued")
     t.add_argument("--resolution", type=positive_int("--resolution"),
                    help="input resolution (default: the space's, 224 for mnasnet-b0)")
-    t.add_argument("--warmup", type=_nonneg_int("--warmup"), default=5, help="untimed passes (default 5)")
+    t.add_argument("--warmup", type=non_negative_int("--warmup"), default=5, help="untimed passes (default 5)")
     t.add_argument("--runs", type=positive_int("--runs"), default=15, help="timed passes; the median counts (default 15)")
     t.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="wall (default) or cpu: the thread's CPU time, with --threads 1 only; robust on a busy machine")
@@ -80,7 +68,7 @@ def _parser() -> ArgumentParser:
     v.add_argument("--table", required=True)
     v.add_argument("--n", type=positive_int("--n"), default=100, help="random members (default 100)")
     v.add_argument("--seed", type=int, default=1, help="seed of the members (default 1; the fit used 0)")
-    v.add_argument("--warmup", type=_nonneg_int("--warmup"), help="default: the table's")
+    v.add_argument("--warmup", type=non_negative_int("--warmup"), help="default: the table's")
     v.add_argument("--runs", type=positive_int("--runs"), help="default: the table's")
     v.add_argument("--output-dir", help="write validate.json and validate.png here")
     v.add_argument("--json", action="store_true", help="print one JSON object on stdout")

@@ -21,25 +21,14 @@ import os
 import sys
 from pathlib import Path
 
-from . import ArgumentParser, RuntimeFailure, UsageError, command, load_data, positive_int, tune_allocator
+from . import (ArgumentParser, RuntimeFailure, UsageError, command, load_data, non_negative_int, positive_int,
+               tune_allocator)
 from ..recipes import RECIPE_NAMES
 from ..presets import load_spec
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..spec import MAX_RESOLUTION
 
 DEVICES = ("cpu", "cuda", "auto")
-
-
-def _non_negative_int(label: str):
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise UsageError(f"{label} must be an integer, got {text!r}") from None
-        if v < 0:
-            raise UsageError(f"{label} must be >= 0, got {v}")
-        return v
-    return parse
 
 
 def _common(ap) -> None:
@@ -62,9 +51,9 @@ def _parser() -> ArgumentParser:
     t.add_argument("--recipe", choices=RECIPE_NAMES, default="adamw", help="default adamw (sgd-based: resnet)")
     t.add_argument("--seed", type=int, default=0, help="default 0")
     t.add_argument("--limit-train", type=positive_int("--limit-train"), help="use only N training images")
-    t.add_argument("--random-members", type=_non_negative_int("--random-members"), default=2,
+    t.add_argument("--random-members", type=non_negative_int("--random-members"), default=2,
                    help="random members per step besides the largest and smallest (default 2)")
-    t.add_argument("--eval-images", type=_non_negative_int("--eval-images"), default=1000,
+    t.add_argument("--eval-images", type=non_negative_int("--eval-images"), default=1000,
                    help="held-out images for the per-epoch check of the largest and smallest (0: none)")
     t.add_argument("--checkpoint-minutes", type=float, default=10.0,
                    help="also checkpoint this often inside an epoch (default 10)")

@@ -67,7 +67,7 @@ def export_detector_onnx(spec: DetectorSpec, path: str | os.PathLike, weights=No
     if weights is None:
         # Calibrated BN: with the raw init every layer shrinks its input and a comparison of near-zero
         # outputs could not fail.
-        from ._bn import recalibrate_bn
+        from ..bn import recalibrate_bn
 
         cal = min(res, 256)
         with torch.random.fork_rng(devices=[]):

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from ..atomic import atomic_write_bytes, atomic_write_text
-from ._bn import recalibrate_bn
+from ..bn import recalibrate_bn
 from .build import build_detector
 from .evaluate import coco_map
 from .loss import assign, detection_loss

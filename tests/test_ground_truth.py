@@ -1,0 +1,70 @@
+"""The ground-truth and trust studies' pieces that need no training (scripts/ground_truth.py, scripts/trust.py)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from nas.cost import cost
+from nas.presets import load_preset
+from search_spaces import SPACES
+from search_spaces.mnasnet import CHOICES
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ROOT / "scripts"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def scripts():
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        yield _load("ground_truth"), _load("trust")
+    finally:
+        sys.path.remove(str(SCRIPTS))
+
+
+def test_rank_statistics_by_hand(scripts):
+    gt, trust = scripts
+    # [1,2,3] vs [1,3,2]: d^2 = 0+1+1, rho = 1 - 6*2/(3*(9-1)) = 0.5; pairs: 2 concordant, 1 discordant -> tau 1/3
+    assert gt.spearman([1, 2, 3], [1, 3, 2]) == pytest.approx(0.5)
+    assert trust.kendall([1, 2, 3], [1, 3, 2]) == pytest.approx(1 / 3)
+    # ties: [1,1,2] vs [1,2,3]; ranks (1.5,1.5,3) vs (1,2,3): Pearson 0.8660 (scipy.stats.spearmanr agrees)
+    assert gt.spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(0.8660254, abs=1e-6)
+    # tau-b with one tie in a: 2 concordant, 0 discordant, (3 - 1) * 3 pairs untied -> 2 / sqrt(2 * 3)
+    assert trust.kendall([1, 1, 2], [1, 2, 3]) == pytest.approx(2 / 6 ** 0.5)
+    assert trust.top_overlap([5, 4, 3, 2, 1] * 2, [5, 4, 3, 2, 1] * 2) == 1.0
+    assert trust.top_overlap(list(range(10)), list(range(10))[::-1]) == 0.0
+
+
+def test_reference_architectures_are_stratified_members(scripts):
+    gt, _ = scripts
+    archs = gt.reference_architectures(52)
+    space = SPACES["mnasnet-b0"]
+    assert len(archs) == 52 and len({s.fingerprint() for _, s in archs}) == 52
+    assert archs[0][0] == "efficientnet-b0" and archs[0][1] == load_preset("efficientnet-b0").replace(
+        name=archs[0][1].name, provenance=archs[0][1].provenance)
+    mb = archs[1][1]
+    assert all(st.op == "mbconv" and st.expand_ratio == 6 and st.kernel == 3 and st.se_ratio == 0 for st in mb.stages[1:])
+    flops = [cost(s).flops for _, s in archs[2:]]
+    assert min(flops) >= 150e6 and max(flops) <= 900e6
+    assert max(flops) / min(flops) > 5  # spread over the whole range, not bunched in one bin
+    seen = {(k.split("_", 1)[1], v) for _, s in archs for k, v in space.encode(s).items()}
+    assert seen == {(k, v) for k, vs in CHOICES.items() for v in vs}  # every value of every choice occurs
+
+
+def test_committed_table_has_the_documented_shape():
+    doc = json.loads((ROOT / "results" / "ground_truth" / "table.json").read_text())
+    assert {"settings", "rows", "summary", "status"} <= set(doc)
+    for r in doc["rows"]:
+        assert {"spec", "flops", "params", "accuracy", "seconds"} <= set(r)
+        assert set(r["accuracy"]) <= {"0", "1"}
