@@ -66,8 +66,8 @@ __all__ = ["CONSTRAINTS", "METRICS", "Reward", "ProxyMap", "IdentityMap", "B0_TO
 # TuNAS's absolute reward: accuracy lost per unit of relative distance from the target.
 # |beta| * 0.1 is what a candidate 10 % off target pays; it must exceed the seed noise of
 # the accuracy estimate, or noise decides whether the search lands inside +-10 %.  The
-# default estimator's seed sd is ~0.027 (pooled over architectures; the difference of two
-# estimates ~0.038, results/evaluation/estimator_noise.json), so TuNAS's -0.10 (a 0.01 step)
+# default estimator's seed sd is ~0.025 (pooled over architectures; the difference of two
+# estimates ~0.036, results/evaluation/estimator_noise.json), so TuNAS's -0.10 (a 0.01 step)
 # would leave the landing to noise; -0.5 makes the 10 % step 0.05.
 ABSOLUTE_BETA = -0.5
 

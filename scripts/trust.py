@@ -168,11 +168,10 @@ def main(argv=None) -> int:
     names = _proxy_names() + list(ESTIMATOR_SETTINGS)  # cheap first
     if args.supernet:
         names.append("supernet")
-    if args.only:
-        names = [n for n in names if n.startswith(args.only)]
+    measure = [n for n in names if n.startswith(args.only)] if args.only else names  # the report covers all
     rows_path = OUT / "trust_rows.jsonl"
     done = _rows(rows_path)
-    todo = [(n, s.fingerprint(), s.to_json(None)) for n in names for s in specs if (n, s.fingerprint()) not in done]
+    todo = [(n, s.fingerprint(), s.to_json(None)) for n in measure for s in specs if (n, s.fingerprint()) not in done]
     if todo and not args.report:
         print(f"{len(todo)} scores to measure over {len(specs)} architectures", file=sys.stderr, flush=True)
         import multiprocessing as mp
