@@ -256,6 +256,11 @@ def main(argv=None) -> int:
         res = _run(session, progress, scale, threads, started)
     except (ValueError, RuntimeError, ConnectionError) as e:  # a study with other directions, a worker failed, ...
         raise RuntimeFailure(" ".join(str(e).split())[:500] or type(e).__name__) from None
+    if cfg.latency.table and res.best is not None and not res.interrupted:
+        from ..latency import LatencyTable, measure_as_table
+        from ..search import best_spec
+
+        res.extra["best_latency_measured"] = measure_as_table(best_spec(res), LatencyTable.load(cfg.latency.table))
     write_outputs(res, output, weights=getattr(session.estimator, "state_dict", None))
     sys.stdout.write(summary_text(res) + f"\noutputs: {output}\n")
     if res.interrupted:

@@ -17,8 +17,8 @@ Importing this package is torch-free; measuring imports torch.
 from __future__ import annotations
 
 from ._backends import BACKENDS, CLOCKS, Backend, BackendUnavailable, get_backend, machine
-from ._build import (build_table, check_environment, check_same_setup, fit_overhead, measure_entry,
-                     measure_network, new_table, space_members)
+from ._build import (build_table, check_environment, check_same_setup, fit_overhead, measure_as_table,
+                     measure_entry, measure_network, new_table, space_members)
 from ._keys import Entry, space_entries, spec_entries
 from ._meter import Latency, LatencyMeter, measure_latency
 from ._table import (FIT_MODELS, FORMAT, VERSION, LatencyTable, MissingEntryError, TableError, TablePredictor,
@@ -36,7 +36,7 @@ __all__ = [
     # backends and measuring
     "Backend", "BACKENDS", "CLOCKS", "BackendUnavailable", "get_backend", "machine",
     "check_environment", "check_same_setup", "space_members", "new_table", "build_table", "fit_overhead",
-    "measure_entry", "measure_network",
+    "measure_entry", "measure_network", "measure_as_table",
     # validation
     "agreement", "validate", "write_report",
 ]

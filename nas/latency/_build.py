@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from ..spec import Spec
-from ._backends import Backend, machine
+from ._backends import Backend, get_backend, machine
 from ._keys import Entry
 from ._table import LatencyTable, TableError
 
-__all__ = ["check_environment", "check_same_setup", "space_members", "new_table", "measure_entry", "measure_network", "build_table", "fit_overhead"]
+__all__ = ["check_environment", "check_same_setup", "space_members", "new_table", "measure_entry", "measure_network", "build_table", "fit_overhead", "measure_as_table"]
 
 
 def space_members(space, n: int, seed: int, resolution: int, skeleton_first: bool = False) -> list[Spec]:
@@ -175,3 +175,11 @@ def fit_overhead(table: LatencyTable, networks: Iterable[Spec], backend: Backend
     if path is not None:
         table.save(path)
     return table.overhead
+
+
+def measure_as_table(spec: Spec, table) -> float:
+    """Median seconds of ``spec`` measured on the table's backend with the table's protocol: what its
+    predictions are checked against (a search with ``--latency-table`` measures its best this way)."""
+    p = table.protocol
+    return measure_network(spec, get_backend(table.backend), threads=table.threads, warmup=p["warmup"],
+                           runs=p["runs"], clock=p.get("clock", "wall"), evict_bytes=p.get("evict_bytes", 0))

@@ -45,6 +45,8 @@ def summary_dict(res: SearchResult) -> dict:
         "study_name": res.study_name,
         "storage": res.storage,
         "latency_threads": res.extra.get("latency_threads"),
+        # with --latency-table the trials' latency is predicted; the best is also measured as the table was
+        "best_latency_measured": res.extra.get("best_latency_measured"),
         "best_beats_reference": (best is not None and ref is not None and ref.get("reward") is not None
                                  and best["reward"] >= ref["reward"]),
         "pareto": [_summary_entry(r) for r in res.pareto],
