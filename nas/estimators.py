@@ -102,12 +102,14 @@ class TrainEstimator:
 
     def __init__(self, dataset, *, resolution: int | None = None, epochs: float = 1, seed: int = 0,
                  batch_size: int = 64, limit_train: int | None = None, limit_val: int | None = None,
-                 recipe: str = TRAIN_RECIPE):
+                 recipe: str = TRAIN_RECIPE, device: str = "cpu"):
         self.dataset, self.epochs, self.seed, self.recipe = dataset, epochs, seed, recipe
+        self.device = device  # a name for nas.devices.resolve_device: a config stays plain JSON
         self.resolution = int(resolution or TRAIN_RESOLUTION)
         self.batch_size, self.limit_train, self.limit_val = batch_size, limit_train, limit_val
 
     def __call__(self, spec: Spec, report: Callable | None = None) -> Estimate:
+        from .devices import resolve_device
         from .train import train_and_evaluate
 
         on_epoch = (lambda epoch, acc: bool(report(epoch, acc))) if report else None
@@ -115,7 +117,8 @@ class TrainEstimator:
         try:
             r = train_and_evaluate(spec, self.dataset, epochs=self.epochs, resolution=self.resolution,
                                    batch_size=self.batch_size, seed=self.seed, limit_train=self.limit_train,
-                                   limit_val=self.limit_val, on_epoch=on_epoch, recipe=self.recipe)
+                                   limit_val=self.limit_val, on_epoch=on_epoch, recipe=self.recipe,
+                                   device=resolve_device(self.device))
         except (RuntimeError, ValueError, MemoryError) as e:
             return Estimate(None, self.kind, True, _reason(e),
                             seconds=time.perf_counter() - t0)
@@ -126,6 +129,7 @@ class TrainEstimator:
 
     def describe(self) -> dict:
         return {"name": self.name, "resolution": self.resolution, "epochs": self.epochs, "recipe": self.recipe,
+                "device": self.device,
                 "seed": self.seed, "batch_size": self.batch_size, "limit_train": self.limit_train, "limit_val": self.limit_val}
 
 

@@ -91,6 +91,8 @@ CASES = [
     ("search-latency-table-corrupt", "search", ["--target-latency", "20ms", "--latency-table", "{bad}"] + S, 2),
     ("search-latency-table-missing", "search", ["--target-latency", "20ms", "--latency-table",
                                                 "{emptydir}/lat.json"] + S, 2),
+    ("search-device-cuda-without-a-gpu", "search", T + ["--device", "cuda:7"] + S, 2),
+    ("search-device-with-a-proxy", "search", T + ["--estimator", "proxy:synflow", "--device", "cpu"] + S, 2),
     ("search-supernet-missing", "search", T + ["--estimator", "supernet:{emptydir}/sn"] + S, 2),
     ("search-target-infinite", "search", ["--target-flops", "1e400"] + S, 2),
     ("search-latency-bad-unit", "search", ["--target-latency", "20 parsecs"] + S, 2),

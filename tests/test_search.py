@@ -423,3 +423,13 @@ def test_cli_with_a_latency_table_measures_the_best_as_the_table_was(tmp_path):
     assert summary["best"]["latency"] > 0  # predicted (the synthetic table's made-up seconds)
     assert 0 < summary["best_latency_measured"] < 10  # measured once, on the table's backend
     assert summary["best_latency_measured"] != summary["best"]["latency"]
+
+
+def test_the_training_estimator_takes_a_device():
+    from nas.data import load_dataset
+    from nas.estimators import estimator_options, make_estimator
+
+    assert "device" in estimator_options("train")
+    est = make_estimator("train", load_dataset("sample").subset(64, 32), resolution=16, device="cpu")
+    e = est(load_preset("efficientnet-b0"))
+    assert not e.failed and 0 <= e.score <= 1 and est.describe()["device"] == "cpu"

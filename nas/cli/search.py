@@ -51,6 +51,7 @@ def _parser() -> ArgumentParser:
     ap.add_argument("--limit-train", type=int, help="train on at most N images per epoch (--estimator train)")
     ap.add_argument("--limit-val", type=int, help="evaluate on at most N held-out images (--estimator train)")
     ap.add_argument("--resolution", type=int, help="estimator resolution (default: train 16, proxy 32)")
+    ap.add_argument("--device", help="where --estimator train trains: auto, cpu, cuda or cuda:N (default cpu)")
     ap.add_argument("--space", default="mnasnet-b0", help="search space (mnasnet-b0, mnasnet-mbv2)")
     ap.add_argument("--storage", help="Optuna storage URL (default: a journal file in the output folder)")
     ap.add_argument("--study-name", help="study name (default derived from the settings)")
@@ -170,8 +171,15 @@ def parse_config(argv):
     if args.storage is not None and "://" not in args.storage:
         raise UsageError(f"--storage must be an Optuna storage URL (e.g. sqlite:///study.db), got {args.storage!r}")
     # only the options given reach the estimator (its own defaults fill the rest); one it does not take is an error
+    if args.device is not None:
+        from ..devices import DeviceError, resolve_device
+
+        try:
+            resolve_device(args.device)
+        except DeviceError as e:
+            raise UsageError(f"--device: {e}") from None
     given = {"epochs": args.epochs, "recipe": args.recipe, "resolution": args.resolution,
-             "limit_train": args.limit_train, "limit_val": args.limit_val}
+             "limit_train": args.limit_train, "limit_val": args.limit_val, "device": args.device}
     options = {k: v for k, v in given.items() if v is not None}
     takes = estimator_options(est)
     for k in options:
