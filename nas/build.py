@@ -22,7 +22,23 @@ from torch import nn
 from .blocks import LAYERS, ConvBNAct
 from .spec import Spec, plan_layers
 
-__all__ = ["Network", "build_model"]
+__all__ = ["Network", "build_model", "init_reference_weights"]
+
+
+def init_reference_weights(modules) -> None:
+    """The reference initialisation (torchvision / TF EfficientNet) of ``modules``, in order."""
+    for m in modules:
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            r = 1.0 / m.in_features ** 0.5  # PyTorch's default bound; 1/sqrt(out) is tuned for 1000 classes
+            nn.init.uniform_(m.weight, -r, r)
+            nn.init.zeros_(m.bias)
 
 
 class Network(nn.Module):
@@ -54,19 +70,7 @@ class Network(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        # The reference initialisation (torchvision / TF EfficientNet).
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                r = 1.0 / m.in_features ** 0.5  # PyTorch's default bound; 1/sqrt(out) is tuned for 1000 classes
-                nn.init.uniform_(m.weight, -r, r)
-                nn.init.zeros_(m.bias)
+        init_reference_weights(self.modules())
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.stages(self.stem(x)))

@@ -206,7 +206,7 @@ _EMBEDDED = (
     ("spec.py", ("se_channels", "expanded_channels", "LayerPlan", "plan_layers"),
      "Width rules and cross-layer rules (width chaining, strides, stochastic-depth ramp)"),
     ("blocks.py", None, "The layers"),
-    ("build.py", ("Network",), "The network"),
+    ("build.py", ("init_reference_weights", "Network"), "The network"),
 )
 
 

@@ -40,7 +40,7 @@ from torch import nn
 from search_spaces import CHOICES, ChoiceError, MnasNetSpace
 
 from ..blocks import make_activation
-from ..build import build_model
+from ..build import build_model, init_reference_weights
 from ..spec import LayerPlan, Spec, expanded_channels, iter_layers, se_channels
 
 __all__ = ["Supernet", "Member", "SupernetError", "fit_tensor"]
@@ -248,19 +248,7 @@ class Supernet(nn.Module):
         self.smallest = self.member(space.decode(_extreme(space, largest=False)))
 
     def _init_weights(self) -> None:
-        # nas.build's reference initialisation, at the largest shapes
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                r = 1.0 / m.in_features ** 0.5
-                nn.init.uniform_(m.weight, -r, r)
-                nn.init.zeros_(m.bias)
+        init_reference_weights(self.modules())  # nas.build's, at the largest shapes
 
     # ------------------------------------------------------------ members
 
