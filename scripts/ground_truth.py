@@ -227,6 +227,10 @@ def summarize(rows: list[dict]) -> dict:
 
 def table(args, report_only: bool = False) -> int:
     settings = dict(REFERENCE)
+    if args.epochs is not None:
+        settings["epochs"] = args.epochs
+    if args.val_images is not None:
+        settings["val_images"] = args.val_images
     key = config_key(settings)
     rows_path = OUT / "rows.jsonl"
     done = finished_rows(rows_path, key)
@@ -250,16 +254,18 @@ def table(args, report_only: bool = False) -> int:
     n_done = sum(1 for j in jobs if (j[0], j[3]) in done)
     doc = {"format": "nas-ground-truth", "version": 1,
            "status": "complete" if n_done == len(jobs) else f"in progress: {n_done} of {len(jobs)} trainings",
-           "command": "python scripts/ground_truth.py table",
+           "command": "python scripts/ground_truth.py table" + "".join(
+               f" --{k} {v}" for k, v in (("epochs", args.epochs), ("val-images", args.val_images)) if v is not None),
            "settings": {**settings, "val_split": "fixed stratified part of the official test split (t10k), seed 0",
                         "train_split": "fixed stratified part of the train split, seed 0",
                         "n_architectures": len(archs), "two_seed_architectures": args.two_seed,
                         "workers": args.workers},
            "summary": summarize(rows), "rows": rows}
-    OUT.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(OUT / "table.json", json.dumps(doc, indent=1) + "\n")
+    out = args.output or OUT
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "table.json", json.dumps(doc, indent=1) + "\n")
     if rows:
-        _plot(rows, doc, OUT / "table.png")
+        _plot(rows, doc, out / "table.png")
     print(json.dumps({"status": doc["status"], **doc["summary"]}, indent=1))
     return 0
 
@@ -330,6 +336,11 @@ def main(argv=None) -> int:
     ap.add_argument("--two-seed", type=int, default=16, help="architectures trained with two seeds (default 16)")
     ap.add_argument("--seeds", type=int, default=1, help="seeds per sweep point (default 1)")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=None, help="override the reference budget's epochs (a study)")
+    ap.add_argument("--val-images", type=int, default=None,
+                    help="override the reference's held-out images (10000: the whole official test split)")
+    ap.add_argument("--output", type=Path, default=None,
+                    help="write table.json/table.png here instead of results/ground_truth (rows are shared)")
     args = ap.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
     if args.phase == "sweep":

@@ -348,6 +348,32 @@ def test_cli_cuda_without_gpu_is_a_usage_error(tmp_path, capsys):
     assert not (tmp_path / "t.json").exists()
 
 
+@pytest.mark.skipif(HAS_CUDA, reason="a GPU is present")
+@pytest.mark.parametrize("device", ["cuda", "cuda:0"])
+def test_cli_device_cuda_without_gpu_is_a_usage_error(tmp_path, capsys, device):
+    assert _cli("table", "--device", device, "--output", tmp_path / "t.json") == 2
+    _one_line_error(capsys, "no CUDA device")
+    assert not (tmp_path / "t.json").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--backend", "cuda", "--device", "cpu"), "measures on a GPU"),
+    (("--device", "tpu"), "unknown device"),
+])
+def test_cli_device_and_backend_that_disagree(tmp_path, capsys, args, message):
+    assert _cli("table", *args, "--output", tmp_path / "t.json") == 2
+    _one_line_error(capsys, message)
+    assert not (tmp_path / "t.json").exists()
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="a GPU is present")
+def test_cli_device_auto_without_gpu_measures_on_the_cpu(tmp_path):
+    out = tmp_path / "t.json"
+    assert _cli("table", "--device", "auto", "--resolution", RES, "--warmup", 0, "--runs", 1,
+                "--output", out, "--quiet", "--limit", 1) == 0
+    assert LatencyTable.load(out).backend == "torch"
+
+
 @pytest.fixture(scope="module")
 def covering_table(tmp_path_factory, space):
     """A complete table for the members `validate --n 3 --seed 1` draws at 32 px (and B0), measured for real."""
@@ -484,6 +510,15 @@ def test_cli_subprocess_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "nas.cli.latency", "predict", "efficientnet-b0", "--table",
                         str(tmp_path / "none.json")], capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+def test_validate_device_must_match_the_table(covering_table, tmp_path, capsys):
+    if not HAS_CUDA:
+        assert _cli("validate", "--table", covering_table, "--device", "cuda", "--n", 1) == 2
+        _one_line_error(capsys, "no CUDA device")
+    else:
+        assert _cli("validate", "--table", covering_table, "--device", "cuda", "--n", 1) == 2
+        _one_line_error(capsys, "not on --device cuda")
 
 
 # ---------------------------------------------------------------- devices

@@ -332,3 +332,28 @@ def test_extracted_weights_export_and_fine_tune(trained, tmp_path, capsys):
     assert train_main(["efficientnet-b0", "--init", str(w), "--steps", "1", "--resolution", "16", "--limit-train",
                        "64", "--limit-val", "64", "--quiet", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["steps"] == 1
+
+
+def test_plain_estimator_supernet_trains_one_into_the_run_folder_first(tmp_path, monkeypatch, capsys,
+                                                                       one_torch_thread):
+    """``nas-search --estimator supernet``: the run's own supernet (SEARCH_SUPERNET's budget, here shrunk),
+    then the search scores with it and hands over weights; a rerun reuses the finished supernet."""
+    import nas.supernet
+    from nas.cli.search import main as search_main
+
+    monkeypatch.setattr(nas.supernet, "SEARCH_SUPERNET", {"epochs": 1, "resolution": 16, "limit_train": 64})
+    run = tmp_path / "run"
+    argv = ["--target-flops", "400M", "--estimator", "supernet", "--budget", "2", "--limit-val", "50",
+            "--output", str(run), "--no-progress"]
+    assert search_main(argv) == 0
+    err = capsys.readouterr().err
+    assert "training the run's supernet first" in err
+    ck = read_checkpoint(run / "supernet")
+    assert ck["complete"] and ck["config"]["epochs"] == 1 and ck["config"]["limit_train"] == 64 and ck["config"]["data"] == "sample"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["n_trials_complete"] == 2
+    assert (run / "best.weights.pt").exists()
+    before = (run / "supernet" / "supernet.pt").stat().st_mtime_ns
+    assert search_main(argv) == 0  # resumed: the study is complete, the supernet is not retrained
+    assert "training the run's supernet first" not in capsys.readouterr().err
+    assert (run / "supernet" / "supernet.pt").stat().st_mtime_ns == before

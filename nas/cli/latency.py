@@ -47,6 +47,9 @@ def _parser() -> ArgumentParser:
     t = sub.add_parser("table", help="measure every distinct layer of a search space (resumable)")
     t.add_argument("--space", default=DEFAULT_SPACE, help=f"search space (default {DEFAULT_SPACE})")
     t.add_argument("--backend", default="torch", help=f"one of {', '.join(BACKENDS)} (default torch)")
+    t.add_argument("--device", default="cpu",
+                   help="cpu (default), cuda, cuda:N or auto (CUDA when present): where --backend torch runs; "
+                        "--device cuda is the cuda backend")
     t.add_argument("--threads", type=positive_int("--threads"), default=1, help="CPU threads (default 1)")
     t.add_argument("--output", required=True, help="the table (JSON); an existing one is continued")
     t.add_argument("--resolution", type=positive_int("--resolution"),
@@ -66,6 +69,9 @@ def _parser() -> ArgumentParser:
 
     v = sub.add_parser("validate", help="predicted vs measured on random members of the table's space")
     v.add_argument("--table", required=True)
+    v.add_argument("--device", default=None,
+                   help="check that the table was measured on this device (auto, cpu, cuda, cuda:N); "
+                        "default: the table's")
     v.add_argument("--n", type=positive_int("--n"), default=100, help="random members (default 100)")
     v.add_argument("--seed", type=int, default=1, help="seed of the members (default 1; the fit used 0)")
     v.add_argument("--warmup", type=non_negative_int("--warmup"), help="default: the table's")
@@ -107,6 +113,26 @@ def _backend(name: str):
     return backend
 
 
+def _backend_for_device(backend: str, device: str) -> str:
+    """``--backend`` and ``--device`` -> the backend that measures there (torch on CUDA is the cuda backend)."""
+    from ..devices import DeviceError, resolve_device
+
+    try:
+        dev = resolve_device(device)
+    except DeviceError as e:
+        raise UsageError(f"--device: {e}") from None
+    if dev.type == "cuda":
+        if dev.index not in (None, 0):
+            raise UsageError(f"--device {device}: latency tables are measured on cuda:0 (set CUDA_VISIBLE_DEVICES "
+                             f"to pick another GPU)")
+        if backend not in ("torch", "cuda"):
+            raise UsageError(f"--backend {backend} runs on the CPU only; on --device {device} use --backend torch")
+        return "cuda"
+    if backend == "cuda" and str(device).strip().lower() != "auto":
+        raise UsageError(f"--backend cuda measures on a GPU, not on --device {device}")
+    return backend
+
+
 def _space(name: str):
     from search_spaces import get_space
 
@@ -121,7 +147,7 @@ def _table(args) -> int:
                            space_members)
 
     space = _space(args.space)
-    backend = _backend(args.backend)
+    backend = _backend(_backend_for_device(args.backend, args.device))
     resolution = args.resolution or space.base.resolution
     if resolution > MAX_RESOLUTION:
         raise UsageError(f"--resolution must be at most {MAX_RESOLUTION}, got {resolution}")
@@ -178,6 +204,11 @@ def _validate(args, argv) -> int:
         raise UsageError(f"{args.table}: the table is incomplete ({len(table.entries)} of {table.expected_entries} "
                          f"entries, overhead {'fitted' if table.overhead is not None else 'not fitted'}); "
                          f"finish it with nas-latency table")
+    if args.device is not None:
+        wanted = _backend_for_device("torch" if table.backend == "cuda" else table.backend, args.device)
+        if wanted != table.backend:
+            raise UsageError(f"{args.table}: the table was measured with backend {table.backend!r} on "
+                             f"{table.device}, not on --device {args.device}")
     backend = _backend(table.backend)
     try:
         check_environment(table, backend)

@@ -153,8 +153,9 @@ def parse_config(argv):
         raise UsageError(f"--budget must be > 0, got {args.budget}")
     if est.startswith("supernet:"):
         _check_supernet(est.split(":", 1)[1])
-    elif est not in ESTIMATORS:
-        raise UsageError(f"unknown estimator {est!r}; estimators: proxy, supernet:DIR, {', '.join(ESTIMATORS)}")
+    elif est != "supernet" and est not in ESTIMATORS:
+        raise UsageError(f"unknown estimator {est!r}; estimators: proxy, supernet, supernet:DIR, "
+                         f"{', '.join(ESTIMATORS)}")
     if args.epochs is not None and not (args.epochs > 0 and math.isfinite(args.epochs)):
         raise UsageError(f"--epochs must be > 0, got {args.epochs}")
     for flag, v in (("--limit-train", args.limit_train), ("--limit-val", args.limit_val)):
@@ -181,13 +182,15 @@ def parse_config(argv):
     given = {"epochs": args.epochs, "recipe": args.recipe, "resolution": args.resolution,
              "limit_train": args.limit_train, "limit_val": args.limit_val, "device": args.device}
     options = {k: v for k, v in given.items() if v is not None}
-    takes = estimator_options(est)
+    takes = estimator_options("supernet:" if est == "supernet" else est)
     for k in options:
         if k not in takes:
             flags = ", ".join("--" + o.replace("_", "-") for o in takes if o in given) or "none of these"
             raise UsageError(f"--{k.replace('_', '-')} does not apply to --estimator {est} (it takes {flags})")
     output = Path(args.output or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-{args.strategy}-s{args.seed}")
     _check_writable(output)
+    if est == "supernet":  # trained into the run folder first (train_run_supernet); the study names that folder
+        est = f"supernet:{output / 'supernet'}"
     cfg = SearchConfig(target=target, metric=metric, constraint=args.constraint, w=args.w, strategy=args.strategy,
                        budget=args.budget, seed=args.seed, space=args.space,
                        estimator=EstimatorConfig(name=est, data=args.data, options=options),
@@ -241,6 +244,36 @@ def _run(session, progress: bool, scale: dict, threads: int, started: float):
     return run_local(session, progress=progress, started=started)
 
 
+def train_run_supernet(cfg, dataset, folder: Path, *, progress: bool, threads: int) -> None:
+    """``--estimator supernet``: train (or resume, or reuse) the run's own supernet with the stated budget.
+
+    :data:`nas.supernet.SEARCH_SUPERNET` (4 epochs at 28 px on at most 10,000 images of ``--data``),
+    on every CPU core (nothing else runs yet), on ``--device`` where one is given.
+    """
+    import torch
+
+    from ..supernet import SEARCH_SUPERNET, SupernetError, TrainConfig, read_checkpoint, resolve_device, train_supernet
+
+    if (folder / "supernet.pt").exists():
+        try:
+            if read_checkpoint(folder)["complete"]:
+                return
+        except SupernetError as e:
+            raise RuntimeFailure(str(e)) from None
+    tc = TrainConfig(space=cfg.space, data=cfg.estimator.data, seed=cfg.seed, **SEARCH_SUPERNET)
+    print(f"nas-search: training the run's supernet first ({tc.epochs} epochs at {tc.resolution} px on at most "
+          f"{tc.limit_train} images of {cfg.estimator.data}) into {folder}; rerun to resume", file=sys.stderr)
+    device = resolve_device(cfg.estimator.options.get("device", "cpu"))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(threads, min(os.cpu_count() or 1, 8)))
+    try:
+        train_supernet(tc, dataset, folder, device=str(device), progress=progress)
+    except SupernetError as e:
+        raise RuntimeFailure(str(e)) from None
+    finally:
+        torch.set_num_threads(previous)
+
+
 @command("nas-search")
 def main(argv=None) -> int:
     cfg, output, progress, threads = parse_config(argv)
@@ -259,6 +292,8 @@ def main(argv=None) -> int:
 
     output.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    if cfg.estimator.name == f"supernet:{output / 'supernet'}":
+        train_run_supernet(cfg, dataset, output / "supernet", progress=progress, threads=threads)
     try:
         session = open_session(cfg, output=output, dataset=dataset, log=lambda m: print(m, file=sys.stderr))
         res = _run(session, progress, scale, threads, started)

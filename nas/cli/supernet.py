@@ -28,13 +28,12 @@ from ..presets import load_spec
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..spec import MAX_RESOLUTION
 
-DEVICES = ("cpu", "cuda", "auto")
 
 
 def _common(ap) -> None:
     ap.add_argument("--threads", type=positive_int("--threads"), default=1,
                     help="torch CPU threads (default 1, as nas-train)")
-    ap.add_argument("--device", choices=DEVICES, default="cpu", help="cpu (default), cuda or auto")
+    ap.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto (CUDA when present)")
     ap.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 

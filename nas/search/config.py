@@ -12,15 +12,18 @@ from dataclasses import asdict, dataclass, field, fields
 from ..reward import Reward
 
 __all__ = ["SearchConfig", "EstimatorConfig", "LatencyConfig", "StorageConfig", "DEFAULT_BUDGET", "TRAIN_BUDGET",
-           "CALIBRATION_SAMPLES", "default_budget"]
+           "CALIBRATION_SAMPLES", "SUPERNET_BUDGET", "default_budget"]
 
 DEFAULT_BUDGET = 200  # trials; with proxy:synflow at 1 thread about 2-3 minutes on 2 cores (results/search/README.md)
 TRAIN_BUDGET = 30  # the CLI default with the training estimator: ~6.5 minutes on 2 cores (results/search/default)
+SUPERNET_BUDGET = 60  # with a trained supernet: ~3-7 s per member (BN recalibration + held-out pass)
 CALIBRATION_SAMPLES = 24  # seeded space members measured to set the proxy map's scale
 
 
 def default_budget(estimator: str) -> int:
     """Complete trials when none is given: training costs seconds per trial, a proxy a fraction of one."""
+    if estimator == "supernet" or estimator.startswith("supernet:"):
+        return SUPERNET_BUDGET
     return TRAIN_BUDGET if estimator == "train" else DEFAULT_BUDGET
 
 
