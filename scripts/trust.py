@@ -109,8 +109,9 @@ def _score(job):
     spec = Spec.from_json(spec_json)
     if name.startswith("proxy:"):
         est = make_estimator(name, _DATA["proxy"])
-    elif name == "supernet":
-        est = make_estimator(f"supernet:{_DATA['supernet_dir']}", _DATA["supernet"], resolution=28)
+    elif name == "supernet" or name.startswith("supernet@"):  # supernet@N: N calibration images (the study)
+        extra = {"calibration_images": int(name.split("@", 1)[1])} if "@" in name else {}
+        est = make_estimator(f"supernet:{_DATA['supernet_dir']}", _DATA["supernet"], resolution=28, **extra)
     else:
         reg, source, sizes, options = ESTIMATOR_SETTINGS[name]
         est = make_estimator(reg, _DATA[name], **options)
@@ -133,7 +134,7 @@ def _datasets(names) -> dict:
     for n in names:
         if n.startswith("proxy:"):
             out["proxy"] = get(*PROXY_DATA)
-        elif n == "supernet":
+        elif n == "supernet" or n.startswith("supernet@"):
             out["supernet"] = get("fashion-mnist", (10000, 5000))  # the ground truth's split: what it trained on
         else:
             _, source, sizes, _ = ESTIMATOR_SETTINGS[n]
@@ -156,9 +157,14 @@ def _rows(path: Path) -> dict[tuple[str, str], dict]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", help="estimators whose name starts with this prefix")
+    ap.add_argument("--skip", nargs="+", default=[], metavar="NAME",
+                    help="measure none of these estimators (their existing rows still count)")
     ap.add_argument("--report", action="store_true", help="no measuring: rewrite trust.json from the rows")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--supernet", metavar="DIR", help="also score with the supernet trained into DIR (as 'supernet')")
+    ap.add_argument("--calibration-images", type=int, nargs="+", default=[], metavar="N",
+                    help="with --supernet: also score with N images for BN recalibration (as 'supernet@N'; "
+                         "'supernet' uses the default 2000)")
     args = ap.parse_args(argv)
 
     table = json.loads(GT.read_text())
@@ -168,7 +174,9 @@ def main(argv=None) -> int:
     names = _proxy_names() + list(ESTIMATOR_SETTINGS)  # cheap first
     if args.supernet:
         names.append("supernet")
+        names += [f"supernet@{n}" for n in args.calibration_images]
     measure = [n for n in names if n.startswith(args.only)] if args.only else names  # the report covers all
+    measure = [n for n in measure if n not in args.skip]
     rows_path = OUT / "trust_rows.jsonl"
     done = _rows(rows_path)
     todo = [(n, s.fingerprint(), s.to_json(None)) for n in measure for s in specs if (n, s.fingerprint()) not in done]
@@ -190,7 +198,9 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     result = {"n_architectures": len(specs), "ground_truth": "results/ground_truth/table.json (" +
               table["status"] + "); mean accuracy over the seeds each architecture was trained with",
-              "command": "python scripts/trust.py", "estimators": {}}
+              "command": "python scripts/trust.py" + "".join(
+                  f" {a}" for a in (argv if argv is not None else sys.argv[1:]) if a != "--report"),
+              "estimators": {}}
     fps = [s.fingerprint() for s in specs]
     free = {"params": [cost(s).params for s in specs], "flops": [cost(s).flops for s in specs]}
     for n in names + list(FREE):
@@ -211,10 +221,12 @@ def main(argv=None) -> int:
             "spearman": sign * rho, "kendall": kendall(t, score), "top10_overlap": top_overlap(t, score),
             "seconds_per_architecture": secs, "sign": sign, "n": int(len(sel)),
             "spearman_ci90": rho_interval(t, score, rng)}
-    if args.supernet and "supernet" in result["estimators"]:
+    if args.supernet:
         train = json.loads((Path(args.supernet) / "train.json").read_text())
-        result["estimators"]["supernet"]["training_seconds"] = train.get("seconds", train.get("train_seconds"))
-        result["estimators"]["supernet"]["directory"] = args.supernet
+        for n in result["estimators"]:
+            if n == "supernet" or n.startswith("supernet@"):
+                result["estimators"][n]["training_seconds"] = train.get("seconds", train.get("train_seconds"))
+                result["estimators"][n]["directory"] = args.supernet
     if "spearman_seed0_seed1" in table["summary"]:
         result["ground_truth_seed_rho"] = table["summary"]["spearman_seed0_seed1"]
     atomic_write_text(OUT / "trust.json", json.dumps(result, indent=1) + "\n")
