@@ -369,27 +369,11 @@ class Spec:
     @classmethod
     def from_json(cls, text: str) -> "Spec":
         """Parse and validate; malformed JSON raises SpecError with line and column."""
-        try:
-            data = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicate_keys)
-        except json.JSONDecodeError as e:
-            raise SpecError("", f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
-        except ValueError as e:  # NaN / Infinity
-            raise SpecError("", f"not valid JSON: {e}") from None
-        except RecursionError:  # e.g. "[[[[..." thousands deep: bad input, not an internal error
-            raise SpecError("", "not valid JSON: nested too deeply") from None
-        return cls.from_dict(data)
+        return cls.from_dict(parse_json(text))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Spec":
-        p = Path(path)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise SpecError("", f"cannot read {p}: {getattr(e, 'strerror', None) or e}") from None
-        try:
-            return cls.from_json(text)
-        except SpecError as e:
-            raise SpecError(e.path, e.reason if e.path else f"{p}: {e.reason}") from None
+        return load_document(path, cls.from_json)
 
     # ------------------------------------------------------------ JSON out
     def to_dict(self) -> dict:
@@ -549,6 +533,19 @@ join_path = _join
 def describe(v: Any) -> str:
     """A value as an error message shows it: its JSON text, or its JSON type name."""
     return json.dumps(v) if _jsonable(v) else _type_name(v)
+
+
+def load_document(path: str | os.PathLike, from_json):
+    """Read ``path`` (UTF-8) and parse it with ``from_json``; a SpecError names the file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecError("", f"cannot read {p}: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        return from_json(text)
+    except SpecError as e:
+        raise SpecError(e.path, e.reason if e.path else f"{p}: {e.reason}") from None
 
 
 def parse_json(text: str) -> Any:

@@ -14,11 +14,12 @@ import argparse
 import functools
 import os
 import sys
+from pathlib import Path
 from typing import Callable, NoReturn, Sequence
 
 from ..spec import SpecError
 
-__all__ = ["UsageError", "RuntimeFailure", "ArgumentParser", "command", "fail", "parse_quantity", "positive_int", "tune_allocator", "load_data"]
+__all__ = ["UsageError", "RuntimeFailure", "ArgumentParser", "command", "fail", "parse_quantity", "positive_int", "tune_allocator", "load_data", "write_spec"]
 
 
 class UsageError(Exception):
@@ -150,3 +151,16 @@ def load_data(source: str, seed: int = 0):
         raise UsageError(str(e)) from None
     except DataError as e:
         raise RuntimeFailure(str(e)) from None
+
+
+def write_spec(spec, output: str | None, prog: str, folder_hint: str = "") -> None:
+    """A spec (classifier or detector) to the file ``output`` (atomically, with a note on stderr),
+    or to stdout when ``output`` is empty; a folder at ``output`` is a usage error."""
+    if output:
+        out = Path(output)
+        if out.is_dir():
+            raise UsageError(f"--output {out} is a folder; give a file name{folder_hint}")
+        spec.save(out)
+        print(f"{prog}: wrote {out}", file=sys.stderr)
+    else:
+        sys.stdout.write(spec.to_json())

@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import RuntimeFailure, UsageError
+from . import RuntimeFailure, UsageError, write_spec
 
 __all__ = ["show", "scale", "export"]
 
@@ -56,17 +56,6 @@ def _note(msg: str) -> None:
     print(f"nas-scale: {msg}", file=sys.stderr)
 
 
-def _emit(spec, output) -> None:
-    if output:
-        out = Path(output)
-        if out.is_dir():
-            raise UsageError(f"--output {out} is a folder; give a file name")
-        spec.save(out)
-        _note(f"wrote {out}")
-    else:
-        sys.stdout.write(spec.to_json())
-
-
 def scale(args, coefficients) -> int:
     """``coefficients()`` gives ((alpha, beta, gamma), notes) for the backbone, as nas-scale's classifier rule."""
     from scaling.compound import ScalingError
@@ -87,7 +76,7 @@ def scale(args, coefficients) -> int:
         _note(f"published {spec.name}: backbone {spec.backbone.name}, {spec.resolution} px, BiFPN width "
               f"{spec.bifpn.width} x {spec.bifpn.repeats} ({spec.bifpn.fusion}), heads {spec.head.repeats}; "
               f"{c.params:,} params, {c.flops:,} FLOPs")
-        _emit(spec, args.output)
+        write_spec(spec, args.output, "nas-scale")
         return 0
     if args.phi is None:
         raise UsageError("give --phi (or --published NAME) to scale a detector")
@@ -106,7 +95,7 @@ def scale(args, coefficients) -> int:
     except ScalingError as e:
         raise UsageError(str(e)) from None
     c = detector_cost(spec)
-    _emit(spec, args.output)
+    write_spec(spec, args.output, "nas-scale")
     if args.phi:
         for n in notes:
             _note(n + " (backbone)")

@@ -19,7 +19,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from . import ArgumentParser, RuntimeFailure, UsageError, command, load_data, parse_quantity, positive_int
+from . import (ArgumentParser, RuntimeFailure, UsageError, command, load_data, parse_quantity, positive_int,
+               write_spec)
 from ..atomic import atomic_write_text
 from ..spec import MAX_RESOLUTION, min_resolution, total_stride
 
@@ -204,19 +205,8 @@ def _published(name: str, args) -> int:
         line += (f"; the formula at phi={phi} with the paper's (1.2, 1.1, 1.15) gives width x{m.width:.3g}, "
                  f"depth x{m.depth:.3g}, {base.resolution * m.resolution:.0f} px (the family is a table, not the formula)")
     _note(line)
-    _emit(spec, args.output)
+    write_spec(spec, args.output, "nas-scale", ' (or use --family)')
     return 0
-
-
-def _emit(spec, output) -> None:
-    if output:
-        out = Path(output)
-        if out.is_dir():
-            raise UsageError(f"--output {out} is a folder; give a file name (or use --family)")
-        spec.save(out)
-        _note(f"wrote {out}")
-    else:
-        sys.stdout.write(spec.to_json())
 
 
 def _grid(base, args, argv) -> int:
@@ -368,7 +358,7 @@ def main(argv=None) -> int:
         raise UsageError("give --phi, --family, --published or --grid-search")
     abg, notes = _coefficients(args)
     spec = _scale(base, args.phi, abg, args)
-    _emit(spec, args.output)
+    write_spec(spec, args.output, "nas-scale", ' (or use --family)')
     for n in notes:
         _note(n)
     return 0

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..blocks import make_activation
-from ..build import build_model
+from ..build import build_model, init_reference_weights
 from ..spec import iter_layers
 from .spec import FUSION_EPS, DetectorSpec, backbone_taps, bifpn_nodes
 
@@ -186,16 +186,8 @@ class Detector(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        for name, m in self.named_modules():
-            if name.startswith("backbone."):
-                continue  # initialised by the classification builder
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        # the backbone is initialised by the classification builder; the rest as it would be
+        init_reference_weights(m for name, m in self.named_modules() if not name.startswith("backbone."))
         # The focal-loss prior (RetinaNet): every anchor starts at p = 0.01 foreground, so the
         # loss of the many background anchors does not swamp the first steps.
         nn.init.constant_(self.class_net.predict[1].bias, -math.log((1 - 0.01) / 0.01))

@@ -46,12 +46,11 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping
 
 from ..atomic import atomic_write_text
 from ..spec import (ACTIVATIONS, MAX_CLASSES, MAX_RESOLUTION, BatchNorm, Spec, SpecError, check_choice, check_int,
-                    check_number, check_object, describe, iter_layers, join_path, parse_json)
+                    check_number, check_object, describe, iter_layers, join_path, load_document, parse_json)
 
 __all__ = [
     "FORMAT",
@@ -305,15 +304,7 @@ class DetectorSpec:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "DetectorSpec":
-        p = Path(path)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise SpecError("", f"cannot read {p}: {getattr(e, 'strerror', None) or e}") from None
-        try:
-            return cls.from_json(text)
-        except SpecError as e:
-            raise SpecError(e.path, e.reason if e.path else f"{p}: {e.reason}") from None
+        return load_document(path, cls.from_json)
 
     # ------------------------------------------------------------ JSON out
     def to_dict(self) -> dict:
