@@ -391,6 +391,8 @@ def test_cli_published_side_by_side():
     (["--grid-search", "--data", "nonsense"], "unknown data source"),
     ([], "give --phi"),
     (["--phi", "1", "--base-resolution", "16"], "--grid-search"),
+    (["--phi", "1", "--recipe", "adamw"], "--grid-search"),
+    (["--grid-search", "--recipe", "sgd-ish"], "--recipe must be one of"),
 ])
 def test_cli_bad_input_one_line_exit_2_nothing_written(tmp_path, args, needle):
     out = tmp_path / "out"
@@ -414,6 +416,7 @@ def test_cli_grid_search_end_to_end_on_the_sample(tmp_path, capsys):
     assert main(args) == 0
     d = json.loads((out / "grid.json").read_text())
     assert d["command"].startswith("nas-scale --grid-search") and d["trained"] == 1 and d["subsampled"]
+    assert d["budget"]["recipe"] == "adamw"  # the search's default estimator's recipe (the frontier's best point)
     assert json.loads(capsys.readouterr().out) == d["best"]
     assert (out / "grid.png").exists() and (out / "grid.journal").exists()
     assert main(args) == 0  # resumes: nothing left to train

@@ -220,6 +220,14 @@ def _grid(base, args, argv) -> int:
         n_points = len(grid_points(step=args.step, max_coef=args.max_coef, tolerance=args.tolerance))
     except GridError as e:
         raise UsageError(str(e)) from None
+    from ..estimators import TRAIN_RECIPE, TRAIN_RESOLUTION
+    from ..train import RECIPES
+
+    if args.base_resolution is None:  # the frontier's best point within a grid's budget: see --help
+        args.base_resolution = TRAIN_RESOLUTION
+    recipe = args.recipe or TRAIN_RECIPE
+    if recipe not in RECIPES:
+        raise UsageError(f"--recipe must be one of {', '.join(RECIPES)}, got {recipe!r}")
     if args.base_resolution is not None:
         if not 1 <= args.base_resolution <= MAX_RESOLUTION:
             raise UsageError(f"--base-resolution must be in [1, {MAX_RESOLUTION}], got {args.base_resolution}")
@@ -239,11 +247,11 @@ def _grid(base, args, argv) -> int:
         torch.set_num_threads(args.threads)
     data = load_data(args.data, seed=args.seed)
     budget = {"data": args.data, "epochs": args.epochs, "batch_size": args.batch_size, "limit_train": args.limit_train,
-              "limit_val": args.limit_val, "seed": args.seed, "recipe": "efficientnet"}
+              "limit_val": args.limit_val, "seed": args.seed, "recipe": recipe}
 
     def evaluate(spec):
         return train_and_evaluate(spec, data, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                                  limit_train=args.limit_train, limit_val=args.limit_val)
+                                  limit_train=args.limit_train, limit_val=args.limit_val, recipe=recipe)
 
     _note(f"grid: {n_points} (alpha, beta, gamma) points with |alpha*beta^2*gamma^2 - 2| <= {args.tolerance:g} x 2; "
           f"base {base.name} at {base.resolution} px; {args.data}, {args.epochs:g} epoch(s), "
@@ -299,7 +307,11 @@ def main(argv=None) -> int:
                     help="resolution grid in px (default 4 for bases of 80 px and up, else 1)")
     g = ap.add_argument_group("grid search")
     g.add_argument("--data", default="sample", help="dataset source (default sample; e.g. fashion-mnist)")
-    g.add_argument("--base-resolution", type=int, help="train the base at this resolution (e.g. 16)")
+    g.add_argument("--base-resolution", type=int,
+                   help="train the base at this resolution (default 16: the search's default estimator, the best "
+                        "point of the trust-cost frontier, results/evaluation/trust.json)")
+    g.add_argument("--recipe", default=None,
+                   help="training recipe (default adamw, as the search's default estimator; efficientnet, resnet)")
     g.add_argument("--epochs", type=_number("--epochs", lo=0), default=1.0, help="epochs per candidate (default 1)")
     g.add_argument("--tolerance", type=_number("--tolerance", lo=0), default=0.1,
                    help="|alpha*beta^2*gamma^2 - 2| <= tolerance * 2 (default 0.1)")
@@ -333,6 +345,8 @@ def main(argv=None) -> int:
     if args.base_resolution is not None and not args.grid_search:
         raise UsageError("--base-resolution is for --grid-search (to scale a base at another resolution, "
                          "give a --base spec with that resolution)")
+    if args.recipe is not None and not args.grid_search:
+        raise UsageError("--recipe is for --grid-search (the recipe its candidates train with)")
     if args.published:
         if args.base:
             raise UsageError("--published scales efficientnet-b0 by the published table; drop --base")
