@@ -287,7 +287,7 @@ def _bad_checkpoint(tmp_path, trained):
     (["train", "--output", "{corrupt}"], 1, "corrupt"),
     (["train", "--space", "nope", "--output", "{tmp}/x"], 2, "unknown --space"),
     (["train", "--resolution", "4", "--output", "{tmp}/x"], 2, "too small"),
-    (["score", "efficientnet-b0", "--supernet", "{sn}", "--device", "tpu"], 2, "invalid choice"),
+    (["score", "efficientnet-b0", "--supernet", "{sn}", "--device", "tpu"], 2, "unknown device 'tpu'"),
     ([], 2, "required"),
     (["train"], 2, "--output"),
 ])

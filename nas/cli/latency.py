@@ -47,9 +47,9 @@ def _parser() -> ArgumentParser:
     t = sub.add_parser("table", help="measure every distinct layer of a search space (resumable)")
     t.add_argument("--space", default=DEFAULT_SPACE, help=f"search space (default {DEFAULT_SPACE})")
     t.add_argument("--backend", default="torch", help=f"one of {', '.join(BACKENDS)} (default torch)")
-    t.add_argument("--device", default="cpu",
-                   help="cpu (default), cuda, cuda:N or auto (CUDA when present): where --backend torch runs; "
-                        "--device cuda is the cuda backend")
+    t.add_argument("--device", default=None,
+                   help="cpu, cuda, cuda:N or auto (CUDA when present): where --backend torch runs; --device cuda "
+                        "is the cuda backend (default: the backend's own device, cpu for torch and onnxruntime)")
     t.add_argument("--threads", type=positive_int("--threads"), default=1, help="CPU threads (default 1)")
     t.add_argument("--output", required=True, help="the table (JSON); an existing one is continued")
     t.add_argument("--resolution", type=positive_int("--resolution"),
@@ -113,10 +113,12 @@ def _backend(name: str):
     return backend
 
 
-def _backend_for_device(backend: str, device: str) -> str:
+def _backend_for_device(backend: str, device: str | None) -> str:
     """``--backend`` and ``--device`` -> the backend that measures there (torch on CUDA is the cuda backend)."""
     from ..devices import DeviceError, resolve_device
 
+    if device is None:
+        return backend
     try:
         dev = resolve_device(device)
     except DeviceError as e:
