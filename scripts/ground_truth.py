@@ -228,12 +228,19 @@ def summarize(rows: list[dict]) -> dict:
 
 # ------------------------------------------------------------------ phases
 
+def _overrides(args) -> dict:
+    """The budget overrides given on the command line (``--epochs``, ``--val-images``), as settings."""
+    given = {"epochs": args.epochs, "val_images": args.val_images}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _override_flags(args) -> str:
+    """The same overrides as command-line flags, for the ``command`` a result records."""
+    return "".join(f" --{k.replace('_', '-')} {v}" for k, v in _overrides(args).items())
+
+
 def table(args, report_only: bool = False) -> int:
-    settings = dict(REFERENCE)
-    if args.epochs is not None:
-        settings["epochs"] = args.epochs
-    if args.val_images is not None:
-        settings["val_images"] = args.val_images
+    settings = {**REFERENCE, **_overrides(args)}
     key = config_key(settings)
     rows_path = OUT / "rows.jsonl"
     done = finished_rows(rows_path, key)
@@ -257,8 +264,7 @@ def table(args, report_only: bool = False) -> int:
     n_done = sum(1 for j in jobs if (j[0], j[3]) in done)
     doc = {"format": "nas-ground-truth", "version": 1,
            "status": "complete" if n_done == len(jobs) else f"in progress: {n_done} of {len(jobs)} trainings",
-           "command": "python scripts/ground_truth.py table" + "".join(
-               f" --{k} {v}" for k, v in (("epochs", args.epochs), ("val-images", args.val_images)) if v is not None),
+           "command": "python scripts/ground_truth.py table" + _override_flags(args),
            "settings": {**settings, "val_split": "fixed stratified part of the official test split (t10k), seed 0",
                         "train_split": "fixed stratified part of the train split, seed 0",
                         "n_architectures": len(archs), "two_seed_architectures": args.two_seed,
@@ -274,11 +280,7 @@ def table(args, report_only: bool = False) -> int:
 
 
 def sweep(args) -> int:
-    base = dict(REFERENCE)
-    if args.epochs is not None:
-        base["epochs"] = args.epochs
-    if args.val_images is not None:
-        base["val_images"] = args.val_images
+    base = {**REFERENCE, **_overrides(args)}
     points = [{"lr": lr, "augment": False} for lr in args.lr] if args.lr else SWEEP
     rows_path = OUT / "sweep.jsonl"
     spec = SPACES[base["space"]].base
@@ -297,9 +299,8 @@ def sweep(args) -> int:
         results.append({**change, "accuracy_by_seed": [r["accuracy"] for r in got],
                         "history_by_seed": [[h["val_accuracy"] for h in r["history"]] for r in got],
                         "seconds": [r["seconds"] for r in got]})
-    command = "python scripts/ground_truth.py sweep" + (f" --seeds {args.seeds}" if args.seeds != 1 else "") + "".join(
-        f" --{k} {v}" for k, v in (("epochs", args.epochs), ("val-images", args.val_images)) if v is not None) + (
-        " --lr " + " ".join(map(str, args.lr)) if args.lr else "")
+    command = ("python scripts/ground_truth.py sweep" + (f" --seeds {args.seeds}" if args.seeds != 1 else "")
+               + _override_flags(args) + (" --lr " + " ".join(map(str, args.lr)) if args.lr else ""))
     doc = {"command": command, "network": "efficientnet-b0",
            "settings": {k: v for k, v in base.items() if k not in ("lr", "augment")}, "points": results}
     out = args.output or OUT

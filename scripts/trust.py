@@ -103,13 +103,18 @@ def _init(data):
     _DATA = data
 
 
+def _is_supernet(name: str) -> bool:
+    """``supernet`` (2,000 calibration images) or ``supernet@N`` (N: the calibration study)."""
+    return name == "supernet" or name.startswith("supernet@")
+
+
 def _score(job):
     name, fingerprint, spec_json = job
     from nas.estimators import make_estimator
     spec = Spec.from_json(spec_json)
     if name.startswith("proxy:"):
         est = make_estimator(name, _DATA["proxy"])
-    elif name == "supernet" or name.startswith("supernet@"):  # supernet@N: N calibration images (the study)
+    elif _is_supernet(name):
         extra = {"calibration_images": int(name.split("@", 1)[1])} if "@" in name else {}
         est = make_estimator(f"supernet:{_DATA['supernet_dir']}", _DATA["supernet"], resolution=28, **extra)
     else:
@@ -134,7 +139,7 @@ def _datasets(names) -> dict:
     for n in names:
         if n.startswith("proxy:"):
             out["proxy"] = get(*PROXY_DATA)
-        elif n == "supernet" or n.startswith("supernet@"):
+        elif _is_supernet(n):
             out["supernet"] = get("fashion-mnist", (10000, 5000))  # the ground truth's split: what it trained on
         else:
             _, source, sizes, _ = ESTIMATOR_SETTINGS[n]
@@ -227,7 +232,7 @@ def main(argv=None) -> int:
     if args.supernet:
         train = json.loads((Path(args.supernet) / "train.json").read_text())
         for n in result["estimators"]:
-            if n == "supernet" or n.startswith("supernet@"):
+            if _is_supernet(n):
                 result["estimators"][n]["training_seconds"] = train.get("seconds", train.get("train_seconds"))
                 result["estimators"][n]["directory"] = args.supernet
     if "spearman_seed0_seed1" in table["summary"]:

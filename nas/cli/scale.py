@@ -223,15 +223,14 @@ def _grid(base, args, argv) -> int:
     from ..estimators import TRAIN_RECIPE, TRAIN_RESOLUTION
     from ..train import RECIPES
 
-    if args.base_resolution is None:  # the frontier's best point within a grid's budget: see --help
-        args.base_resolution = TRAIN_RESOLUTION
+    # the frontier's best point within a grid's budget unless told otherwise: see --help
+    resolution = TRAIN_RESOLUTION if args.base_resolution is None else args.base_resolution
     recipe = args.recipe or TRAIN_RECIPE
     if recipe not in RECIPES:
         raise UsageError(f"--recipe must be one of {', '.join(RECIPES)}, got {recipe!r}")
-    if args.base_resolution is not None:
-        if not 1 <= args.base_resolution <= MAX_RESOLUTION:
-            raise UsageError(f"--base-resolution must be in [1, {MAX_RESOLUTION}], got {args.base_resolution}")
-        base = base.replace(resolution=args.base_resolution)
+    if not 1 <= resolution <= MAX_RESOLUTION:
+        raise UsageError(f"--base-resolution must be in [1, {MAX_RESOLUTION}], got {resolution}")
+    base = base.replace(resolution=resolution)
     if base.resolution < min_resolution(base):
         raise UsageError(f"--base-resolution {base.resolution} is too small for this network (total stride "
                          f"{total_stride(base)}); use at least {min_resolution(base)}")

@@ -29,7 +29,6 @@ from ..atomic import atomic_write_bytes, atomic_write_text
 from ..spec import MAX_RESOLUTION
 
 
-
 def _common(ap) -> None:
     ap.add_argument("--threads", type=positive_int("--threads"), default=1,
                     help="torch CPU threads (default 1, as nas-train)")
