@@ -1,10 +1,14 @@
 """Shared by the study scripts: resumable logs (one JSON row per finished job, tagged with its
-configuration) and the rank statistics the studies report."""
+configuration), a worker pool that hands each finished row over at once, and the rank
+statistics the studies report."""
 from __future__ import annotations
 
 import hashlib
 import json
+import sys
+import time
 from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -26,6 +30,26 @@ def finished_rows(path: Path, key: str) -> dict[tuple[int, int], dict]:
             if row.get("config") == key:
                 done[(row["index"], row["seed"])] = row
     return done
+
+
+def run_pool(todo: Sequence, work: Callable, *, workers: int, initializer: Callable, initargs: tuple,
+             on_row: Callable[[object, dict], str], total: int, already: int = 0) -> None:
+    """``work(job)`` for every job of ``todo`` on ``workers`` forked processes, in order.
+
+    ``on_row(job, row)`` receives each finished row at once (to append it to a log, so that a stop
+    loses only the jobs in flight) and returns the progress line's text, printed after
+    ``[done/total | elapsed, ETA]``; ``already`` counts the jobs finished before this run.
+    """
+    import multiprocessing as mp
+
+    t0 = time.perf_counter()
+    with mp.get_context("fork").Pool(workers, initializer, initargs) as pool:
+        for finished, (job, row) in enumerate(zip(todo, pool.imap(work, todo)), 1):
+            text = on_row(job, row)
+            elapsed = time.perf_counter() - t0
+            eta = elapsed / finished * (len(todo) - finished)
+            print(f"[{already + finished}/{total} | {elapsed / 60:5.1f} min, ETA {eta / 60:5.0f} min] {text}",
+                  file=sys.stderr, flush=True)
 
 
 def ranks(x) -> np.ndarray:

@@ -33,7 +33,6 @@ import json
 import math
 import random
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -42,7 +41,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _rows import config_key, finished_rows, spearman  # noqa: E402
+from _rows import config_key, finished_rows, run_pool, spearman  # noqa: E402
 from nas.cost import cost  # noqa: E402
 from nas.presets import load_preset  # noqa: E402
 from nas.atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
@@ -162,22 +161,19 @@ def _run(jobs, rows_path: Path, done: dict, data, workers: int, threads: int, to
     print(f"{len(todo)} of {total} trainings to do ({data.summary()})", file=sys.stderr, flush=True)
     if not todo:
         return
-    import multiprocessing as mp
-    t0 = time.perf_counter()
-    finished = 0
-    with open(rows_path, "a") as log, mp.get_context("fork").Pool(workers, _init, (threads, data)) as pool:
-        for row in pool.imap(_train, todo):  # in order: the two-seed architectures finish first
-            row["config"] = config_key(next(j[4] for j in todo if (j[0], j[3]) == (row["index"], row["seed"])))
+    with open(rows_path, "a") as log:
+        def on_row(job, row):
+            row["config"] = config_key(job[4])
             done[(row["index"], row["seed"])] = row
             log.write(json.dumps(row) + "\n")
             log.flush()
-            finished += 1
-            elapsed = time.perf_counter() - t0
-            eta = elapsed / finished * (len(todo) - finished)
             acc = "failed" if row["failed"] else f"{row['accuracy']:.4f}"
-            print(f"[{len(done)}/{total} | {elapsed / 60:5.1f} min, ETA {eta / 60:5.0f} min] #{row['index']} "
-                  f"{row['label']} seed {row['seed']}: {row['flops'] / 1e6:.0f}M FLOPs, accuracy {acc} "
-                  f"({row['seconds']:.0f} s)", file=sys.stderr, flush=True)
+            return (f"#{row['index']} {row['label']} seed {row['seed']}: {row['flops'] / 1e6:.0f}M FLOPs, "
+                    f"accuracy {acc} ({row['seconds']:.0f} s)")
+
+        # in order: the two-seed architectures finish first
+        run_pool(todo, _train, workers=workers, initializer=_init, initargs=(threads, data), on_row=on_row,
+                 total=total, already=total - len(todo))
 
 
 def _load_data(settings):

@@ -2,15 +2,20 @@
 
 From one base (default EfficientNet-B0 at 16 px), scale by a single dimension or
 by the compound rule until the analytic FLOPs reach about 2x and 4x the base's,
-train every variant with the same budget (nas.train.train_and_evaluate), and
-write a table and a plot of accuracy vs FLOPs::
+train every variant with the same budget (nas.train.train_and_evaluate) and every
+seed of ``--seeds``, and write a table and a plot of accuracy vs FLOPs.  At the
+ground truth's budget (results/ground_truth/), two seeds, two workers::
 
-    python scripts/scaling_comparison.py --data fashion-mnist --base-resolution 16 \\
-        --epochs 1 --limit-train 3000 --limit-val 1000 --batch-size 32 --threads 1
+    python scripts/scaling_comparison.py --data fashion-mnist --base-resolution 28 --epochs 3 \
+        --limit-train 10000 --limit-val 10000 --batch-size 128 --seeds 0,1 --workers 2 \
+        --output results/scaling/gt-budget
+
+The images are drawn once (stratified, ``--data-seed``), as the ground truth draws
+them, so a seed changes only the initialisation and the order of training.
 
 Outputs (``--output``, default results/scaling): comparison.json (rows plus the
-command), comparison.md, comparison.png.  Finished runs are cached in
-comparison.runs.jsonl, so an interrupted comparison resumes where it stopped.
+command), comparison.md, comparison.png.  Every finished run is appended to
+comparison.runs.jsonl at once, so an interrupted comparison resumes where it stopped.
 
 Matching: each method's multiplier is chosen on a fine grid (width and depth in
 steps of 0.01, resolution in whole pixels, phi in steps of 0.01) to bring the
@@ -30,7 +35,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
+import numpy as np  # noqa: E402
+
+from _rows import run_pool  # noqa: E402
 from nas.cost import cost  # noqa: E402
 from nas.presets import load_spec  # noqa: E402
 from nas.atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
@@ -80,6 +89,56 @@ def matched(base: Spec, method: str, target: float, abg) -> tuple[Spec, float]:
     return best[2], best[1]
 
 
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds takes whole numbers separated by commas, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"--seeds needs distinct seeds, got {text!r}")
+    return seeds
+
+
+_DATA = None
+
+
+def _init(threads, data):
+    global _DATA
+    import torch
+
+    from nas.cli import tune_allocator
+
+    torch.set_num_threads(threads)
+    tune_allocator()
+    _DATA = data
+
+
+def _train(job):
+    i, spec_json, seed, budget = job
+    from nas.train import train_and_evaluate
+
+    t0 = time.perf_counter()
+    r = train_and_evaluate(Spec.from_json(spec_json), _DATA, epochs=budget["epochs"], batch_size=budget["batch_size"],
+                           seed=seed, recipe=budget["recipe"])
+    return {"fingerprint": Spec.from_json(spec_json).fingerprint(), "seed": seed, "budget": budget,
+            "accuracy": r.accuracy, "failed": r.failed, "reason": r.reason,
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def _finished(path: Path, budget: dict) -> dict[tuple[str, int], dict]:
+    """Finished runs of this budget by (fingerprint, seed); a torn last line is skipped."""
+    done = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue
+            if r.get("budget") == budget and "seed" in r:
+                done[(r["fingerprint"], r["seed"])] = r
+    return done
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--base", default="efficientnet-b0")
@@ -87,14 +146,16 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default="fashion-mnist")
     ap.add_argument("--targets", default="2,4", help="FLOPs multiples of the base (default 2,4)")
     ap.add_argument("--methods", default="width,depth,resolution,compound")
-    ap.add_argument("--coefficients", help="alpha,beta,gamma for the compound arm "
-                                           "(default: results/scaling/grid.json best, else the paper's)")
+    ap.add_argument("--coefficients", help="alpha,beta,gamma for the compound arm (default: nas-scale's, the paper's)")
     ap.add_argument("--epochs", type=float, default=1.0)
     ap.add_argument("--limit-train", type=int, default=3000)
     ap.add_argument("--limit-val", type=int, default=1000)
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int)
+    ap.add_argument("--recipe", default="adamw", help="training recipe (default adamw, as the search's estimator)")
+    ap.add_argument("--seeds", type=_seeds, default=[0], help="training seeds, e.g. 0,1 (default 0)")
+    ap.add_argument("--data-seed", type=int, default=0, help="the stratified draw of the images (default 0)")
+    ap.add_argument("--workers", type=int, default=1, help="training processes (default 1)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
     ap.add_argument("--output", default=str(ROOT / "results" / "scaling"))
     ap.add_argument("--dry-run", action="store_true", help="print the matched variants, train nothing")
     args = ap.parse_args(argv)
@@ -103,7 +164,6 @@ def main(argv=None) -> int:
         abg = tuple(float(x) for x in args.coefficients.split(","))
         source = "--coefficients"
     else:
-        sys.path.insert(0, str(ROOT))
         from nas.cli.scale import default_coefficients
 
         abg, source = default_coefficients()
@@ -124,69 +184,97 @@ def main(argv=None) -> int:
     if args.dry_run:
         return 0
 
-    import torch
-
     from nas.data import load_dataset
-    from nas.train import train_and_evaluate
+    from nas.train import RECIPES
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    data = load_dataset(args.data, seed=args.seed)
+    if args.recipe not in RECIPES:
+        ap.error(f"--recipe must be one of {', '.join(RECIPES)}")
+    data = load_dataset(args.data, seed=args.data_seed).subset(args.limit_train, args.limit_val, seed=args.data_seed)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     cache_path = out / "comparison.runs.jsonl"
     budget = {"data": args.data, "epochs": args.epochs, "limit_train": args.limit_train, "limit_val": args.limit_val,
-              "batch_size": args.batch_size, "seed": args.seed, "recipe": "efficientnet"}
-    cache = {}
-    if cache_path.exists():
-        for line in cache_path.read_text().splitlines():
-            if line.strip():
-                r = json.loads(line)
-                if r.get("budget") == budget:
-                    cache[r["fingerprint"]] = r
+              "batch_size": args.batch_size, "data_seed": args.data_seed, "recipe": args.recipe}
+    done = _finished(cache_path, budget)
+    # every seed of one variant side by side, the base first: a stop leaves whole variants
+    jobs = [(i, s.to_json(None), seed, budget) for i, (_, _, s, _) in enumerate(plan) for seed in args.seeds]
+    todo = [j for j in jobs if (plan[j[0]][2].fingerprint(), j[2]) not in done]
+    print(f"{len(todo)} of {len(jobs)} trainings to do ({data.summary()})", file=sys.stderr, flush=True)
+    if todo:
+        with cache_path.open("a") as log:
+            def on_row(job, rec):
+                done[(rec["fingerprint"], rec["seed"])] = rec
+                log.write(json.dumps(rec) + "\n")  # one line per finished run: resumable
+                log.flush()
+                m, t = plan[job[0]][:2]
+                return f"{m} {t:g}x seed {rec['seed']}: accuracy {rec['accuracy']} ({rec['seconds']} s)"
+
+            run_pool(todo, _train, workers=args.workers, initializer=_init, initargs=(args.threads, data),
+                     on_row=on_row, total=len(jobs), already=len(jobs) - len(todo))
+
     rows = []
-    for i, (m, t, s, mult) in enumerate(plan):
+    for m, t, s, mult in plan:
         fp = s.fingerprint()
         c = cost(s)
-        if fp not in cache:
-            t0 = time.perf_counter()
-            r = train_and_evaluate(s, data, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                                   limit_train=args.limit_train, limit_val=args.limit_val)
-            rec = {"fingerprint": fp, "budget": budget, "accuracy": r.accuracy, "failed": r.failed,
-                   "reason": r.reason, "seconds": round(time.perf_counter() - t0, 1)}
-            with cache_path.open("a") as f:  # one line per finished run: resumable
-                f.write(json.dumps(rec) + "\n")
-            cache[fp] = rec
-        rec = cache[fp]
+        recs = [done[(fp, seed)] for seed in args.seeds]
+        accs = {str(r["seed"]): (None if r["failed"] else r["accuracy"]) for r in recs}
+        ok = [a for a in accs.values() if a is not None]
         rows.append({"method": m, "target": t, "multiplier": mult, "resolution": s.resolution, "layers": s.n_layers,
                      "stem": s.stem.out_channels, "head": s.head.out_channels, "params": c.params, "flops": c.flops,
-                     "flops_ratio": round(c.flops / f0, 3), "accuracy": rec["accuracy"], "failed": rec["failed"],
-                     "reason": rec["reason"], "seconds": rec["seconds"], "spec": s.to_dict()})
-        print(f"[{i + 1}/{len(plan)}] {m} {t:g}x: accuracy {rec['accuracy']} ({rec['seconds']} s)", file=sys.stderr)
+                     "flops_ratio": round(c.flops / f0, 3), "accuracy": accs,
+                     "mean_accuracy": float(np.mean(ok)) if ok else None,
+                     "failed": {str(r["seed"]): r["reason"] for r in recs if r["failed"]},
+                     "seconds": {str(r["seed"]): r["seconds"] for r in recs}, "spec": s.to_dict()})
+    summary = _summary(rows, args.seeds)
 
     command = "python scripts/scaling_comparison.py " + shlex.join(list(argv if argv is not None else sys.argv[1:]))
     doc = {"command": command, "base": args.base, "base_resolution": base.resolution, "base_flops": f0,
            "coefficients": {"alpha": abg[0], "beta": abg[1], "gamma": abg[2], "source": source,
                             "constraint": constraint_value(*abg)},
-           "budget": budget, "rows": rows}
+           "budget": budget, "seeds": args.seeds, "summary": summary, "rows": rows}
     atomic_write_text(out / "comparison.json", json.dumps(doc, indent=2) + "\n")
+    seed_cols = " | ".join(f"seed {x}" for x in args.seeds)
     md = [f"# Scaling comparison from {args.base} at {base.resolution} px", "",
           f"`{command}`", "",
           f"Budget per run: {args.data}, {args.epochs:g} epoch(s) on {args.limit_train} training images, batch "
-          f"{args.batch_size}, held-out {args.limit_val} images, seed {args.seed}, recipe efficientnet. "
+          f"{args.batch_size}, held-out {args.limit_val} images (both drawn once with seed {args.data_seed}), recipe "
+          f"{args.recipe}, seeds {', '.join(map(str, args.seeds))}. "
           f"Compound arm: alpha={abg[0]:g}, beta={abg[1]:g}, gamma={abg[2]:g} ({source}).", "",
-          "| method | target | multiplier | res | layers | stem/head | params | FLOPs | FLOPs x | accuracy |",
-          "|---|---|---|---|---|---|---|---|---|---|"]
+          f"| method | target | multiplier | res | layers | stem/head | params | MFLOPs | FLOPs x | {seed_cols} | mean |",
+          "|---|---|---|---|---|---|---|---|---|" + "---|" * (len(args.seeds) + 1)]
     for r in rows:
-        acc = f"{r['accuracy']:.4f}" if r["accuracy"] is not None else f"failed: {r['reason']}"
+        cells = " | ".join("failed" if r["accuracy"][str(x)] is None else f"{r['accuracy'][str(x)]:.4f}"
+                           for x in args.seeds)
+        mean = "" if r["mean_accuracy"] is None else f"{r['mean_accuracy']:.4f}"
         md.append(f"| {r['method']} | {r['target']:g}x | {r['multiplier']:g} | {r['resolution']} | {r['layers']} | "
-                  f"{r['stem']}/{r['head']} | {r['params']:,} | {r['flops']:,} | {r['flops_ratio']:.2f} | {acc} |")
+                  f"{r['stem']}/{r['head']} | {r['params']:,} | {r['flops'] / 1e6:.1f} | {r['flops_ratio']:.2f} | "
+                  f"{cells} | {mean} |")
+    if summary.get("seed_noise_sd") is not None:
+        md += ["", f"Seed noise: sd {summary['seed_noise_sd']:.4f} of one run (from the {summary['pairs']} "
+                   f"seed pairs), so a difference of two {len(args.seeds)}-seed means needs about "
+                   f"{summary['difference_needed']:.4f} to stand out (2 sd)."]
     atomic_write_text(out / "comparison.md", "\n".join(md) + "\n")
     png = _plot(rows, base.resolution, args.base)
     if png:
         atomic_write_bytes(out / "comparison.png", png)
     print(f"wrote {out / 'comparison.json'}, comparison.md, comparison.png", file=sys.stderr)
     return 0
+
+
+def _summary(rows: list[dict], seeds: list[int]) -> dict:
+    """The seed noise of one run (pooled over the variants) and what a difference of means must exceed."""
+    if len(seeds) < 2:
+        return {"seed_noise_sd": None}
+    devs = []
+    for r in rows:
+        accs = [r["accuracy"][str(x)] for x in seeds]
+        if all(a is not None for a in accs):
+            devs.append(np.asarray(accs) - np.mean(accs))
+    if not devs:
+        return {"seed_noise_sd": None}
+    k = len(seeds)
+    sd = float(np.sqrt(sum(float(np.sum(d ** 2)) for d in devs) / (len(devs) * (k - 1))))
+    return {"seed_noise_sd": sd, "pairs": len(devs), "difference_needed": 2 * sd * math.sqrt(2 / k)}
 
 
 def _plot(rows, res, name) -> bytes | None:
@@ -201,10 +289,14 @@ def _plot(rows, res, name) -> bytes | None:
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
     markers = {"width": "s", "depth": "^", "resolution": "D", "compound": "o"}
     for m, mk in markers.items():
-        pts = sorted([base] + [r for r in rows if r["method"] == m and r["accuracy"] is not None],
+        pts = sorted([base] + [r for r in rows if r["method"] == m and r["mean_accuracy"] is not None],
                      key=lambda r: r["flops"])
         if len(pts) > 1:
-            ax.plot([p["flops"] / 1e6 for p in pts], [p["accuracy"] for p in pts], marker=mk, label=m)
+            line, = ax.plot([p["flops"] / 1e6 for p in pts], [p["mean_accuracy"] for p in pts], marker=mk,
+                            label=f"{m} (mean of seeds)")
+            for p in pts:  # every seed, faint
+                accs = [a for a in p["accuracy"].values() if a is not None]
+                ax.scatter([p["flops"] / 1e6] * len(accs), accs, marker=mk, s=12, alpha=0.35, color=line.get_color())
     ax.set_xlabel("MFLOPs")
     ax.set_ylabel("held-out accuracy")
     ax.set_title(f"scaling {name} from {res} px: one dimension vs compound", fontsize=9)

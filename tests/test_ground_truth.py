@@ -1,4 +1,4 @@
-"""The ground-truth and trust studies' pieces that need no training (scripts/ground_truth.py, scripts/trust.py)."""
+"""The study scripts' pieces that need no training (scripts/ground_truth.py, trust.py, _rows.py, scaling_comparison.py)."""
 from __future__ import annotations
 
 import importlib.util
@@ -68,3 +68,36 @@ def test_committed_table_has_the_documented_shape():
     for r in doc["rows"]:
         assert {"spec", "flops", "params", "accuracy", "seconds"} <= set(r)
         assert set(r["accuracy"]) <= {"0", "1"}
+
+
+def test_run_pool_hands_each_finished_row_over_in_order(scripts, capsys):
+    from _rows import run_pool
+
+    got = []
+
+    def on_row(job, row):
+        got.append((job, row))
+        return f"job {job} -> {row}"
+
+    run_pool([-3, 1, -2], abs, workers=2, initializer=int, initargs=(), on_row=on_row, total=5, already=2)
+    assert got == [(-3, 3), (1, 1), (-2, 2)]
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split("]")[0].split("|")[0] for line in lines] == ["[3/5 ", "[4/5 ", "[5/5 "]
+    assert lines[-1].endswith("job -2 -> 2") and "ETA" in lines[0]
+
+
+def test_scaling_comparison_pools_the_seed_noise(scripts, tmp_path):
+    sc = _load("scaling_comparison")
+    rows = [{"accuracy": {"0": 0.8, "1": 0.9}}, {"accuracy": {"0": 0.5, "1": 0.5}}, {"accuracy": {"0": None, "1": 0.7}}]
+    # deviations from each mean: (+-0.05), (0, 0); the failed row is left out: sd = sqrt(0.005 / 2) = 0.05,
+    # and two 2-seed means must differ by 2 * 0.05 * sqrt(2 / 2) = 0.1 to stand out
+    s = sc._summary(rows, [0, 1])
+    assert s["pairs"] == 2 and s["seed_noise_sd"] == pytest.approx(0.05) and s["difference_needed"] == pytest.approx(0.1)
+    assert sc._summary(rows, [0]) == {"seed_noise_sd": None}
+    # the run log: rows of another budget and a torn last line are skipped
+    budget = {"epochs": 3}
+    log = tmp_path / "comparison.runs.jsonl"
+    log.write_text(json.dumps({"fingerprint": "a", "seed": 1, "budget": budget, "accuracy": 0.8}) + "\n"
+                   + json.dumps({"fingerprint": "a", "seed": 0, "budget": {"epochs": 1}, "accuracy": 0.1}) + "\n"
+                   + '{"fingerprint": "b", "se')
+    assert list(sc._finished(log, budget)) == [("a", 1)]

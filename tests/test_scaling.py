@@ -405,6 +405,32 @@ def test_cli_bad_input_one_line_exit_2_nothing_written(tmp_path, args, needle):
     assert not out.exists() and sorted(x.name for x in tmp_path.iterdir()) == []
 
 
+def test_cli_grid_seeds_change_training_not_images(tmp_path, monkeypatch):
+    # the images are drawn once with --data-seed (as the ground truth draws them): --seed changes only the
+    # initialisation and the order, so two seeds of a candidate differ by training noise alone
+    import nas.train
+    from nas.cli.scale import main
+
+    seen = []
+
+    def fake(spec, data, **kw):
+        assert "limit_train" not in kw and "limit_val" not in kw  # the data is the drawn subset already
+        seen.append((kw["seed"], data.num_train, data.num_val, data.train_x.clone(), data.train_y.clone()))
+        return {"accuracy": 0.5}
+
+    monkeypatch.setattr(nas.train, "train_and_evaluate", fake)
+    common = ["--grid-search", "--data", "sample", "--limit-train", "40", "--limit-val", "30", "--max-candidates", "1",
+              "--quiet"]
+    for i, extra in enumerate((["--seed", "0"], ["--seed", "1"], ["--seed", "0", "--data-seed", "1"])):
+        assert main([*common, *extra, "--output", str(tmp_path / str(i))]) == 0
+    (s0, n0, v0, x0, y0), (s1, n1, v1, x1, y1), (s2, _, _, x2, _) = seen
+    assert (s0, s1, s2) == (0, 1, 0) and (n0, v0) == (n1, v1) == (40, 30)
+    assert x0.equal(x1) and y0.equal(y1)  # another seed, the same images
+    assert not x0.equal(x2)  # another data seed, other images
+    budgets = [json.loads((tmp_path / str(i) / "grid.json").read_text())["budget"] for i in range(3)]
+    assert [(b["seed"], b["data_seed"]) for b in budgets] == [(0, 0), (1, 0), (0, 1)]
+
+
 def test_cli_grid_search_end_to_end_on_the_sample(tmp_path, capsys):
     # in-process (torch is imported once); the bad-input cases above go through the script
     from nas.cli.scale import main

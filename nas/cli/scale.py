@@ -244,13 +244,17 @@ def _grid(base, args, argv) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    data = load_data(args.data, seed=args.seed)
+    # the images are drawn once, with --data-seed, as the ground truth draws them: --seed then changes only the
+    # initialisation and the order, so two seeds of one candidate differ by training noise alone
+    data = load_data(args.data, seed=args.data_seed)
+    if args.limit_train is not None or args.limit_val is not None:
+        data = data.subset(args.limit_train or data.num_train, args.limit_val, seed=args.data_seed)
     budget = {"data": args.data, "epochs": args.epochs, "batch_size": args.batch_size, "limit_train": args.limit_train,
-              "limit_val": args.limit_val, "seed": args.seed, "recipe": recipe}
+              "limit_val": args.limit_val, "data_seed": args.data_seed, "seed": args.seed, "recipe": recipe}
 
     def evaluate(spec):
         return train_and_evaluate(spec, data, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                                  limit_train=args.limit_train, limit_val=args.limit_val, recipe=recipe)
+                                  recipe=recipe)
 
     _note(f"grid: {n_points} (alpha, beta, gamma) points with |alpha*beta^2*gamma^2 - 2| <= {args.tolerance:g} x 2; "
           f"base {base.name} at {base.resolution} px; {args.data}, {args.epochs:g} epoch(s), "
@@ -322,7 +326,10 @@ def main(argv=None) -> int:
     g.add_argument("--limit-train", type=positive_int("--limit-train"), help="train images per candidate")
     g.add_argument("--limit-val", type=positive_int("--limit-val"), help="held-out images per candidate")
     g.add_argument("--batch-size", type=positive_int("--batch-size"), default=64)
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0, help="initialisation and order of training (default 0)")
+    g.add_argument("--data-seed", type=int, default=0,
+                   help="the stratified draw of --limit-train/--limit-val images, made once for every candidate "
+                        "and every --seed (default 0)")
     g.add_argument("--threads", type=positive_int("--threads"), help="torch CPU threads")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
