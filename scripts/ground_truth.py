@@ -6,6 +6,7 @@ is judged by how well it ranks these architectures (``scripts/trust.py``).
     python scripts/ground_truth.py sweep      # once: the recipe sweep on EfficientNet-B0 at the reference budget
     python scripts/ground_truth.py table      # the reference table (hours; resumes; run it as often as it takes)
     python scripts/ground_truth.py report     # rewrite table.json / table.png from the rows, no training
+    python scripts/ground_truth.py repeat --first 2   # retrain the first rows here: how far the machine moves them
 
 The budget (``REFERENCE``): 10,000 stratified images of the Fashion-MNIST train split
 (from disk), 3 epochs at 28 px, batch 128, the ``adamw`` recipe at 0.012 per 256 images
@@ -275,6 +276,54 @@ def table(args, report_only: bool = False) -> int:
     return 0
 
 
+def _machine() -> dict:
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "torch": torch.__version__}
+
+
+def repeat(args) -> int:
+    """Retrain the table's first ``--first`` architectures with every seed the table holds, on this machine,
+    and set each figure beside the table's: how far another machine (its CPU kernels) moves one training."""
+    settings = {**REFERENCE, **_overrides(args)}
+    done = finished_rows(OUT / "rows.jsonl", config_key(settings))
+    archs = reference_architectures(args.n)[:args.first]
+    jobs = [(i, label, s.to_json(None), seed, settings) for i, (label, s) in enumerate(archs) for seed in (0, 1)
+            if (i, seed) in done]
+    if not jobs:
+        print("nothing to repeat: the table holds none of these trainings", file=sys.stderr)
+        return 1
+    rows = []
+
+    def on_row(job, row):
+        old = done[(row["index"], row["seed"])]
+        rows.append({"index": row["index"], "label": row["label"], "seed": row["seed"], "table": old["accuracy"],
+                     "here": row["accuracy"], "difference": round(row["accuracy"] - old["accuracy"], 4),
+                     "seconds": round(row["seconds"], 1), "history": [h["val_accuracy"] for h in row["history"]]})
+        return f"#{row['index']} {row['label']} seed {row['seed']}: table {old['accuracy']:.4f}, here {row['accuracy']:.4f}"
+
+    run_pool(jobs, _train, workers=args.workers, initializer=_init, initargs=(settings["threads"], _load_data(settings)),
+             on_row=on_row, total=len(jobs))
+    diffs = np.abs([r["difference"] for r in rows])
+    table_doc = json.loads((OUT / "table.json").read_text())
+    doc = {"command": f"python scripts/ground_truth.py repeat --first {args.first}" + _override_flags(args),
+           "machine": _machine(), "settings": settings, "rows": rows,
+           "summary": {"mean_abs_difference": round(float(diffs.mean()), 4),
+                       "max_abs_difference": round(float(diffs.max()), 4),
+                       "table_seed_noise_sd": table_doc["summary"].get("seed_noise_sd")}}
+    atomic_write_text(OUT / "repeat.json", json.dumps(doc, indent=1) + "\n")
+    print(json.dumps(doc["summary"]))
+    return 0
+
+
 def sweep(args) -> int:
     base = {**REFERENCE, **_overrides(args)}
     points = [{"lr": lr, "augment": False} for lr in args.lr] if args.lr else SWEEP
@@ -342,7 +391,9 @@ def _plot(rows, doc, path: Path) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("phase", choices=("sweep", "table", "report"))
+    ap.add_argument("phase", choices=("sweep", "table", "report", "repeat"),
+                    help="repeat: retrain the table's first --first architectures here, beside the table's figures")
+    ap.add_argument("--first", type=int, default=1, help="repeat: how many of the table's architectures (default 1)")
     ap.add_argument("--n", type=int, default=52, help="architectures in the table (default 52)")
     ap.add_argument("--two-seed", type=int, default=16, help="architectures trained with two seeds (default 16)")
     ap.add_argument("--seeds", type=int, default=1, help="seeds per sweep point (default 1)")
@@ -357,6 +408,8 @@ def main(argv=None) -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     if args.phase == "sweep":
         return sweep(args)
+    if args.phase == "repeat":
+        return repeat(args)
     return table(args, report_only=args.phase == "report")
 
 

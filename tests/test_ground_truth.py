@@ -101,3 +101,11 @@ def test_scaling_comparison_pools_the_seed_noise(scripts, tmp_path):
                    + json.dumps({"fingerprint": "a", "seed": 0, "budget": {"epochs": 1}, "accuracy": 0.1}) + "\n"
                    + '{"fingerprint": "b", "se')
     assert list(sc._finished(log, budget)) == [("a", 1)]
+
+
+def test_repeat_names_the_machine_it_ran_on(scripts):
+    import torch
+
+    gt, _ = scripts
+    m = gt._machine()
+    assert m["torch"] == torch.__version__ and isinstance(m["cpu"], str) and m["cpu"]
