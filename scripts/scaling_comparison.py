@@ -226,6 +226,8 @@ def main(argv=None) -> int:
                      "failed": {str(r["seed"]): r["reason"] for r in recs if r["failed"]},
                      "seconds": {str(r["seed"]): r["seconds"] for r in recs}, "spec": s.to_dict()})
     summary = _summary(rows, args.seeds)
+    for r in rows[1:]:
+        r["mean_minus_base"], r["mean_minus_base_se"] = versus_base(r, rows[0], args.seeds)
 
     command = "python scripts/scaling_comparison.py " + shlex.join(list(argv if argv is not None else sys.argv[1:]))
     doc = {"command": command, "base": args.base, "base_resolution": base.resolution, "base_flops": f0,
@@ -240,19 +242,24 @@ def main(argv=None) -> int:
           f"{args.batch_size}, held-out {args.limit_val} images (both drawn once with seed {args.data_seed}), recipe "
           f"{args.recipe}, seeds {', '.join(map(str, args.seeds))}. "
           f"Compound arm: alpha={abg[0]:g}, beta={abg[1]:g}, gamma={abg[2]:g} ({source}).", "",
-          f"| method | target | multiplier | res | layers | stem/head | params | MFLOPs | FLOPs x | {seed_cols} | mean |",
-          "|---|---|---|---|---|---|---|---|---|" + "---|" * (len(args.seeds) + 1)]
+          f"| method | target | multiplier | res | layers | stem/head | params | MFLOPs | FLOPs x | {seed_cols} | mean "
+          "| mean - base (± se) |",
+          "|---|---|---|---|---|---|---|---|---|" + "---|" * (len(args.seeds) + 2)]
     for r in rows:
         cells = " | ".join("failed" if r["accuracy"][str(x)] is None else f"{r['accuracy'][str(x)]:.4f}"
                            for x in args.seeds)
         mean = "" if r["mean_accuracy"] is None else f"{r['mean_accuracy']:.4f}"
+        d, se = versus_base(r, rows[0], args.seeds)
+        vs = "" if d is None or r is rows[0] else f"{d:+.4f} (± {se:.4f})"
         md.append(f"| {r['method']} | {r['target']:g}x | {r['multiplier']:g} | {r['resolution']} | {r['layers']} | "
                   f"{r['stem']}/{r['head']} | {r['params']:,} | {r['flops'] / 1e6:.1f} | {r['flops_ratio']:.2f} | "
-                  f"{cells} | {mean} |")
+                  f"{cells} | {mean} | {vs} |")
+    md += ["", "MFLOPs as `nas.cost` counts each spec at its resolution with its 1,000-class classifier."]
     if summary.get("seed_noise_sd") is not None:
-        md += ["", f"Seed noise: sd {summary['seed_noise_sd']:.4f} of one run (from the {summary['pairs']} "
-                   f"seed pairs), so a difference of two {len(args.seeds)}-seed means needs about "
-                   f"{summary['difference_needed']:.4f} to stand out (2 sd)."]
+        md += ["", f"Seed noise of one run: sd {summary['seed_noise_sd']:.4f} pooled over the {summary['pairs']} "
+                   f"variants, median {summary['median_variant_sd']:.4f} (the deep variants spread most). "
+                   "The standard error beside each difference comes from the two variants' own seed spreads; "
+                   "a difference of more than 2 se stands out from the seeds."]
     atomic_write_text(out / "comparison.md", "\n".join(md) + "\n")
     png = _plot(rows, base.resolution, args.base)
     if png:
@@ -262,7 +269,8 @@ def main(argv=None) -> int:
 
 
 def _summary(rows: list[dict], seeds: list[int]) -> dict:
-    """The seed noise of one run (pooled over the variants) and what a difference of means must exceed."""
+    """The seed noise of one run, pooled over the variants and as its median, and what a difference of
+    means must exceed when the noise is the pooled one."""
     if len(seeds) < 2:
         return {"seed_noise_sd": None}
     devs = []
@@ -274,7 +282,20 @@ def _summary(rows: list[dict], seeds: list[int]) -> dict:
         return {"seed_noise_sd": None}
     k = len(seeds)
     sd = float(np.sqrt(sum(float(np.sum(d ** 2)) for d in devs) / (len(devs) * (k - 1))))
-    return {"seed_noise_sd": sd, "pairs": len(devs), "difference_needed": 2 * sd * math.sqrt(2 / k)}
+    median = float(np.median([np.sqrt(np.sum(d ** 2) / (k - 1)) for d in devs]))
+    return {"seed_noise_sd": sd, "median_variant_sd": median, "pairs": len(devs),
+            "difference_needed": 2 * sd * math.sqrt(2 / k)}
+
+
+def versus_base(row: dict, base: dict, seeds: list[int]) -> tuple[float, float] | tuple[None, None]:
+    """(mean of ``row`` - mean of ``base``, its standard error from the two variants' own seed spreads)."""
+    a = [row["accuracy"][str(x)] for x in seeds]
+    b = [base["accuracy"][str(x)] for x in seeds]
+    if len(seeds) < 2 or any(v is None for v in a + b):
+        return None, None
+    k = len(seeds)
+    se = math.sqrt(float(np.var(a, ddof=1)) / k + float(np.var(b, ddof=1)) / k)
+    return float(np.mean(a) - np.mean(b)), se
 
 
 def _plot(rows, res, name) -> bytes | None:

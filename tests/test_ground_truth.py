@@ -93,7 +93,12 @@ def test_scaling_comparison_pools_the_seed_noise(scripts, tmp_path):
     # and two 2-seed means must differ by 2 * 0.05 * sqrt(2 / 2) = 0.1 to stand out
     s = sc._summary(rows, [0, 1])
     assert s["pairs"] == 2 and s["seed_noise_sd"] == pytest.approx(0.05) and s["difference_needed"] == pytest.approx(0.1)
+    assert s["median_variant_sd"] == pytest.approx((0.05 * 2 ** 0.5) / 2)  # median of sd 0.0707 and 0
     assert sc._summary(rows, [0]) == {"seed_noise_sd": None}
+    # row 0 - row 1: mean 0.85 - 0.5; se sqrt(0.005 / 2 + 0 / 2) = 0.05; a failed seed gives no difference
+    d, se = sc.versus_base(rows[0], rows[1], [0, 1])
+    assert d == pytest.approx(0.35) and se == pytest.approx(0.05)
+    assert sc.versus_base(rows[2], rows[1], [0, 1]) == (None, None)
     # the run log: rows of another budget and a torn last line are skipped
     budget = {"epochs": 3}
     log = tmp_path / "comparison.runs.jsonl"
