@@ -114,3 +114,28 @@ def test_repeat_names_the_machine_it_ran_on(scripts):
     gt, _ = scripts
     m = gt._machine()
     assert m["torch"] == torch.__version__ and isinstance(m["cpu"], str) and m["cpu"]
+
+
+def test_grid_seeds_table_ranks_by_the_mean_over_seeds():
+    gs = _load("grid_seeds")
+
+    def doc(seed, accs, budget=None):
+        cands = [{"alpha": 1.0, "beta": 1.0, "gamma": 1.35, "resolution": 36, "depth": 16, "flops": 1,
+                  "accuracy": accs[0]},
+                 {"alpha": 1.2, "beta": 1.0, "gamma": 1.25, "resolution": 34, "depth": 23, "flops": 2,
+                  "accuracy": accs[1]},
+                 {"alpha": 1.2, "beta": 1.0, "gamma": 1.3, "resolution": 34, "depth": 23, "flops": 2,
+                  "accuracy": accs[1], "duplicate_of": 1},
+                 {"alpha": 1.4, "beta": 1.0, "gamma": 1.1, "resolution": 31, "depth": 26, "flops": 3,
+                  "accuracy": None}]
+        return {"budget": {"seed": seed, "epochs": 3, **(budget or {})}, "base_fingerprint": "b", "step": 0.05,
+                "max_coef": 1.4, "tolerance": 0.1, "candidates": cands}
+
+    # seed 0 alone would pick the second candidate; the mean over both seeds picks the first
+    rows, seeds = gs.combine([doc(0, [0.80, 0.82]), doc(1, [0.84, 0.70])])
+    assert seeds == [0, 1] and [(r["alpha"], r["gamma"]) for r in rows] == [(1.0, 1.35), (1.2, 1.25)]
+    assert rows[0]["mean"] == pytest.approx(0.82) and rows[0]["sd"] == pytest.approx(0.02 * 2 ** 0.5)
+    with pytest.raises(ValueError, match="more than their seed"):
+        gs.combine([doc(0, [0.8, 0.8]), doc(1, [0.8, 0.8], {"epochs": 1})])
+    with pytest.raises(ValueError, match="more than their seed"):
+        gs.combine([doc(0, [0.8, 0.8]), doc(0, [0.8, 0.8])])
