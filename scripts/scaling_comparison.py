@@ -94,9 +94,15 @@ def _seeds(text: str) -> list[int]:
         seeds = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"--seeds takes whole numbers separated by commas, got {text!r}") from None
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise argparse.ArgumentTypeError(f"--seeds needs distinct seeds, got {text!r}")
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"--seeds needs distinct non-negative seeds, got {text!r}")
     return seeds
+
+
+def _data_seed(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"--data-seed takes one non-negative whole number, got {text!r}")
+    return int(text)
 
 
 _DATA = None
@@ -153,7 +159,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--recipe", default="adamw", help="training recipe (default adamw, as the search's estimator)")
     ap.add_argument("--seeds", type=_seeds, default=[0], help="training seeds, e.g. 0,1 (default 0)")
-    ap.add_argument("--data-seed", type=int, default=0, help="the stratified draw of the images (default 0)")
+    ap.add_argument("--data-seed", type=_data_seed, default=0, help="the stratified draw of the images (default 0)")
     ap.add_argument("--workers", type=int, default=1, help="training processes (default 1)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
     ap.add_argument("--output", default=str(ROOT / "results" / "scaling"))

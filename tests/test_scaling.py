@@ -393,6 +393,8 @@ def test_cli_published_side_by_side():
     (["--phi", "1", "--base-resolution", "16"], "--grid-search"),
     (["--phi", "1", "--recipe", "adamw"], "--grid-search"),
     (["--grid-search", "--recipe", "sgd-ish"], "--recipe must be one of"),
+    (["--grid-search", "--seed", "-1"], "--seed"),
+    (["--grid-search", "--data-seed", "-1"], "--data-seed"),
 ])
 def test_cli_bad_input_one_line_exit_2_nothing_written(tmp_path, args, needle):
     out = tmp_path / "out"

@@ -19,8 +19,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from . import (ArgumentParser, RuntimeFailure, UsageError, command, load_data, parse_quantity, positive_int,
-               write_spec)
+from . import (ArgumentParser, RuntimeFailure, UsageError, command, load_data, non_negative_int, parse_quantity,
+               positive_int, write_spec)
 from ..atomic import atomic_write_text
 from ..spec import MAX_RESOLUTION, min_resolution, total_stride
 
@@ -326,8 +326,9 @@ def main(argv=None) -> int:
     g.add_argument("--limit-train", type=positive_int("--limit-train"), help="train images per candidate")
     g.add_argument("--limit-val", type=positive_int("--limit-val"), help="held-out images per candidate")
     g.add_argument("--batch-size", type=positive_int("--batch-size"), default=64)
-    g.add_argument("--seed", type=int, default=0, help="initialisation and order of training (default 0)")
-    g.add_argument("--data-seed", type=int, default=0,
+    g.add_argument("--seed", type=non_negative_int("--seed"), default=0,
+                   help="initialisation and order of training (default 0)")
+    g.add_argument("--data-seed", type=non_negative_int("--data-seed"), default=0,
                    help="the stratified draw of --limit-train/--limit-val images, made once for every candidate "
                         "and every --seed (default 0)")
     g.add_argument("--threads", type=positive_int("--threads"), help="torch CPU threads")
