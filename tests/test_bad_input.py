@@ -12,7 +12,6 @@ import importlib
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 
@@ -73,6 +72,7 @@ CASES = [
     ("train-limit-train-zero", "train", ["efficientnet-b0", "--limit-train", "0", "--output", "{out}"], 2),
     ("train-resolution-absurd", "train", ["efficientnet-b0", "--resolution", "1000000", "--output", "{out}"], 2),
     ("train-lr-negative", "train", ["efficientnet-b0", "--lr", "-1", "--output", "{out}"], 2),
+    ("train-seed-negative", "train", ["efficientnet-b0", "--seed", "-1", "--output", "{out}"], 2),
     ("train-unknown-recipe", "train", ["efficientnet-b0", "--recipe", "sgd9000", "--output", "{out}"], 2),
     ("train-unknown-data", "train", ["efficientnet-b0", "--data", "nosuch:x", "--output", "{out}"], 2),
     ("train-empty-dataset-folder", "train", ["efficientnet-b0", "--data", "idx:{emptydir}", "--output", "{out}"], 1),
@@ -84,6 +84,7 @@ CASES = [
     ("search-no-target", "search", S, 2),
     ("search-both-targets", "search", T + ["--target-latency", "20ms"] + S, 2),
     ("search-target-unparsable", "search", ["--target-flops", "four hundred"] + S, 2),
+    ("search-seed-negative", "search", T + ["--seed", "-1"] + S, 2),
     ("search-target-zero", "search", ["--target-flops", "0"] + S, 2),
     ("search-target-negative", "search", ["--target-flops", "-400M"] + S, 2),
     ("search-absolute-beta-not-negative", "search", T + ["--constraint", "absolute", "--w", "0.1"] + S, 2),

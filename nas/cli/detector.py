@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import RuntimeFailure, UsageError, write_spec
+from . import RuntimeFailure, UsageError, non_negative_int, write_spec
 
 __all__ = ["show", "scale", "export"]
 
@@ -159,7 +159,7 @@ def train(argv) -> int:
     ap.add_argument("--max-objects", type=positive_int("--max-objects"), default=3, help="items per canvas, 1..N")
     ap.add_argument("--batch-size", type=positive_int("--batch-size"), default=16)
     ap.add_argument("--lr", type=float, default=2e-3, help="AdamW peak learning rate (default 2e-3)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=non_negative_int("--seed"), default=0)
     ap.add_argument("--threads", type=positive_int("--threads"), default=1, help="torch CPU threads (default 1)")
     ap.add_argument("--output", help="folder: checkpoint.pt (resume), metrics.json, weights.pt, spec.json")
     ap.add_argument("--json", action="store_true", help="print one JSON object on stdout")

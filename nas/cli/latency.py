@@ -63,7 +63,7 @@ def _parser() -> ArgumentParser:
     t.add_argument("--fit-networks", type=positive_int("--fit-networks"), default=8,
                    help="whole networks the overhead is fitted on: the skeleton + random members (default 8)")
     t.add_argument("--fit-model", choices=tuple(FIT_MODELS), default="constant", help="default constant")
-    t.add_argument("--seed", type=int, default=0, help="seed of the fit networks (default 0)")
+    t.add_argument("--seed", type=non_negative_int("--seed"), default=0, help="seed of the fit networks (default 0)")
     t.add_argument("--limit", type=positive_int("--limit"), help="measure at most N entries in this run")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -73,7 +73,7 @@ def _parser() -> ArgumentParser:
                    help="check that the table was measured on this device (auto, cpu, cuda, cuda:N); "
                         "default: the table's")
     v.add_argument("--n", type=positive_int("--n"), default=100, help="random members (default 100)")
-    v.add_argument("--seed", type=int, default=1, help="seed of the members (default 1; the fit used 0)")
+    v.add_argument("--seed", type=non_negative_int("--seed"), default=1, help="seed of the members (default 1; the fit used 0)")
     v.add_argument("--warmup", type=non_negative_int("--warmup"), help="default: the table's")
     v.add_argument("--runs", type=positive_int("--runs"), help="default: the table's")
     v.add_argument("--output-dir", help="write validate.json and validate.png here")

@@ -13,7 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from . import ArgumentParser, RuntimeFailure, UsageError, command, load_data, parse_quantity, tune_allocator
+from . import (ArgumentParser, RuntimeFailure, UsageError, command, load_data, non_negative_int, parse_quantity,
+               tune_allocator)
 from ..recipes import RECIPE_NAMES
 
 DEFAULT_TRAIN_WORKERS = 2  # local worker processes by default when the estimator trains
@@ -39,7 +40,7 @@ def _parser() -> ArgumentParser:
                     help=f"one of {', '.join(STRATEGY_NAMES)} (default {DEFAULT_STRATEGY})")
     ap.add_argument("--budget", type=int, default=None,
                     help=f"complete trials (default {TRAIN_BUDGET} with --estimator train, {DEFAULT_BUDGET} with a proxy)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=non_negative_int("--seed"), default=0)
     # --evaluator: the flag's first name, kept as an alias
     ap.add_argument("--estimator", "--evaluator", dest="estimator", default=None,
                     help="train (default: 1 epoch at 16 px) or proxy[:NAME] (proxy = proxy:synflow)")

@@ -47,7 +47,7 @@ def _parser() -> ArgumentParser:
     t.add_argument("--resolution", type=positive_int("--resolution"), default=32, help="training px (default 32)")
     t.add_argument("--batch-size", type=positive_int("--batch-size"), default=64, help="default 64")
     t.add_argument("--recipe", choices=RECIPE_NAMES, default="adamw", help="default adamw (sgd-based: resnet)")
-    t.add_argument("--seed", type=int, default=0, help="default 0")
+    t.add_argument("--seed", type=non_negative_int("--seed"), default=0, help="default 0")
     t.add_argument("--limit-train", type=positive_int("--limit-train"), help="use only N training images")
     t.add_argument("--random-members", type=non_negative_int("--random-members"), default=2,
                    help="random members per step besides the largest and smallest (default 2)")

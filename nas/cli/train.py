@@ -20,7 +20,7 @@ from ..atomic import atomic_write_bytes, atomic_write_text
 from ..presets import load_spec
 from ..recipes import RECIPE_NAMES
 from ..spec import MAX_RESOLUTION, min_resolution, total_stride
-from . import ArgumentParser, RuntimeFailure, UsageError, command, load_data, positive_int
+from . import ArgumentParser, RuntimeFailure, UsageError, command, load_data, non_negative_int, positive_int
 
 
 
@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     ap.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                     help="random crop and flip while training (default: on from 16 epochs of budget)")
     ap.add_argument("--lr", type=_positive_float("--lr"), help="override the recipe's peak learning rate per 256 images")
-    ap.add_argument("--seed", type=int, default=0, help="default 0")
+    ap.add_argument("--seed", type=non_negative_int("--seed"), default=0, help="default 0")
     ap.add_argument("--limit-train", type=positive_int("--limit-train"), help="use only N training images")
     ap.add_argument("--limit-val", type=positive_int("--limit-val"), help="evaluate on only N held-out images")
     # Default 1 thread: on the 2-core reference machine B0 at 32 px trains at ~130-160
