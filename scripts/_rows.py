@@ -8,7 +8,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -18,18 +18,19 @@ def config_key(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def finished_rows(path: Path, key: str) -> dict[tuple[int, int], dict]:
-    """The rows of ``path`` made under ``key``, by (index, seed); a torn last line is skipped."""
-    done: dict[tuple[int, int], dict] = {}
+def read_rows(path: Path) -> Iterator[dict]:
+    """The JSON rows of a log written one line per finished job; a torn (unparsable) line is skipped."""
     if path.exists():
         for line in path.read_text().splitlines():
             try:
-                row = json.loads(line)
+                yield json.loads(line)
             except ValueError:
                 continue
-            if row.get("config") == key:
-                done[(row["index"], row["seed"])] = row
-    return done
+
+
+def finished_rows(path: Path, key: str) -> dict[tuple[int, int], dict]:
+    """The rows of ``path`` made under ``key``, by (index, seed); a torn last line is skipped."""
+    return {(row["index"], row["seed"]): row for row in read_rows(path) if row.get("config") == key}
 
 
 def run_pool(todo: Sequence, work: Callable, *, workers: int, initializer: Callable, initargs: tuple,

@@ -22,6 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _rows import read_rows  # noqa: E402
 from nas.atomic import atomic_write_text  # noqa: E402
 from nas.spec import Spec  # noqa: E402
 
@@ -45,15 +46,7 @@ def main(argv=None) -> int:
     data = load_dataset(args.data, seed=0)
     key = f"{args.estimator}@{args.data}"
     rows_path = OUT / "estimator_noise_rows.jsonl"
-    done = {}
-    if rows_path.exists():
-        for line in rows_path.read_text().splitlines():
-            try:
-                r = json.loads(line)
-            except ValueError:
-                continue
-            if r["key"] == key:
-                done[(r["fingerprint"], r["seed"])] = r
+    done = {(r["fingerprint"], r["seed"]): r for r in read_rows(rows_path) if r["key"] == key}
     with open(rows_path, "a") as log:
         for label, s in specs:
             for seed in range(args.seeds):

@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import numpy as np  # noqa: E402
 
-from _rows import run_pool  # noqa: E402
+from _rows import read_rows, run_pool  # noqa: E402
 from nas.cost import cost  # noqa: E402
 from nas.presets import load_spec  # noqa: E402
 from nas.atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
@@ -124,25 +124,17 @@ def _train(job):
     from nas.train import train_and_evaluate
 
     t0 = time.perf_counter()
-    r = train_and_evaluate(Spec.from_json(spec_json), _DATA, epochs=budget["epochs"], batch_size=budget["batch_size"],
-                           seed=seed, recipe=budget["recipe"])
-    return {"fingerprint": Spec.from_json(spec_json).fingerprint(), "seed": seed, "budget": budget,
+    spec = Spec.from_json(spec_json)
+    r = train_and_evaluate(spec, _DATA, epochs=budget["epochs"], batch_size=budget["batch_size"], seed=seed,
+                           recipe=budget["recipe"])
+    return {"fingerprint": spec.fingerprint(), "seed": seed, "budget": budget,
             "accuracy": r.accuracy, "failed": r.failed, "reason": r.reason,
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def _finished(path: Path, budget: dict) -> dict[tuple[str, int], dict]:
     """Finished runs of this budget by (fingerprint, seed); a torn last line is skipped."""
-    done = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                r = json.loads(line)
-            except ValueError:
-                continue
-            if r.get("budget") == budget and "seed" in r:
-                done[(r["fingerprint"], r["seed"])] = r
-    return done
+    return {(r["fingerprint"], r["seed"]): r for r in read_rows(path) if r.get("budget") == budget and "seed" in r}
 
 
 def main(argv=None) -> int:

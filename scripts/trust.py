@@ -34,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _rows import spearman  # noqa: E402
+from _rows import read_rows, spearman  # noqa: E402
 from nas.cost import cost  # noqa: E402
 from nas.atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
 from nas.spec import Spec  # noqa: E402
@@ -148,15 +148,7 @@ def _datasets(names) -> dict:
 
 
 def _rows(path: Path) -> dict[tuple[str, str], dict]:
-    done = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                r = json.loads(line)
-            except ValueError:
-                continue  # a torn last line
-            done[(r["estimator"], r["fingerprint"])] = r
-    return done
+    return {(r["estimator"], r["fingerprint"]): r for r in read_rows(path)}
 
 
 def main(argv=None) -> int:
