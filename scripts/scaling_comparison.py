@@ -247,8 +247,8 @@ def main(argv=None) -> int:
         cells = " | ".join("failed" if r["accuracy"][str(x)] is None else f"{r['accuracy'][str(x)]:.4f}"
                            for x in args.seeds)
         mean = "" if r["mean_accuracy"] is None else f"{r['mean_accuracy']:.4f}"
-        d, se = versus_base(r, rows[0], args.seeds)
-        vs = "" if d is None or r is rows[0] else f"{d:+.4f} (± {se:.4f})"
+        d, se = r.get("mean_minus_base"), r.get("mean_minus_base_se")  # the base row has none
+        vs = "" if d is None else f"{d:+.4f} (± {se:.4f})"
         md.append(f"| {r['method']} | {r['target']:g}x | {r['multiplier']:g} | {r['resolution']} | {r['layers']} | "
                   f"{r['stem']}/{r['head']} | {r['params']:,} | {r['flops'] / 1e6:.1f} | {r['flops_ratio']:.2f} | "
                   f"{cells} | {mean} | {vs} |")
