@@ -1,7 +1,7 @@
 """One contract suite over every estimator of nas.estimators.ESTIMATORS (as test_samplers.py does for strategies).
 
 Only the public registry is used (``ESTIMATORS``, ``make_estimator``, ``Estimate``), so a new
-estimator is checked by registering it.  The contract (nas/estimators.py's docstring):
+estimator is checked by registering it.  The contract (nas/estimators/__init__.py's docstring):
 ``est(spec, report=None) -> Estimate``; a failure (an exception inside, a diverging or
 out-of-memory run) is an ``Estimate`` with ``failed=True`` and a one-line ``reason``, never
 an exception; the same seed gives the same estimate; ``describe()`` is JSON; and a

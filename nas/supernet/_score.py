@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 
 from ..build import build_model
-from ..estimators import Estimate
+from ..estimators.types import Estimate
 from ..atomic import atomic_write_text
 from ..spec import Spec
 from ..train import MEMORY_FORMAT, evaluate, recalibrate_bn
