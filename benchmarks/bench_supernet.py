@@ -50,7 +50,7 @@ def main() -> int:
     import torch
     import torch.nn.functional as F
 
-    from nas.cli import tune_allocator
+    from nas.allocator import tune_allocator
     from nas.data import load_dataset
     from nas.presets import load_preset
     from nas.supernet import Supernet, SupernetEstimator, TrainConfig, peak_rss_mb, train_supernet

@@ -51,6 +51,7 @@ __all__ = [
     "Published",
     "PUBLISHED",
     "published_spec",
+    "describe_published",
     "PAPER_COEFFICIENTS",
 ]
 
@@ -324,3 +325,23 @@ def published_spec(base: Spec, name: str) -> Spec:
                                         "width_multiplier": p.width, "depth_multiplier": p.depth}}
     return scale_spec(base, width=p.width, depth=p.depth, resolution=p.resolution, dropout=p.dropout,
                       name=name, provenance=prov)
+
+
+def describe_published(name: str) -> tuple[Spec, str]:
+    """``name``'s published spec (scaled from the ``efficientnet-b0`` preset) and one line about it: its
+    multipliers, params and FLOPs, and for B0..B7 what the formula with the paper's coefficients gives instead."""
+    from nas.cost import cost
+    from nas.presets import load_preset
+
+    base = load_preset("efficientnet-b0")
+    spec = published_spec(base, name) if name != "efficientnet-b0" else base
+    p = PUBLISHED[name]
+    c = cost(spec)
+    line = (f"published {name}: width x{p.width:g}, depth x{p.depth:g}, {p.resolution} px, dropout {p.dropout:g}, "
+            f"{c.params:,} params, {c.flops:,} FLOPs")
+    if name.startswith("efficientnet-b") and name[-1].isdigit():
+        phi = int(name[-1])
+        m = compound_multipliers(phi, *PAPER_COEFFICIENTS)
+        line += (f"; the formula at phi={phi} with the paper's (1.2, 1.1, 1.15) gives width x{m.width:.3g}, "
+                 f"depth x{m.depth:.3g}, {base.resolution * m.resolution:.0f} px (the family is a table, not the formula)")
+    return spec, line

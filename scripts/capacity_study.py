@@ -62,7 +62,7 @@ def _init(args, data):
     global _DATA, _ARGS
     import torch
     torch.set_num_threads(args.threads)
-    from nas.cli import tune_allocator
+    from nas.allocator import tune_allocator
     tune_allocator()
     _DATA, _ARGS = data, args
 

@@ -136,7 +136,7 @@ def _init(threads, data):
     global _DATA, _THREADS
     import torch
     torch.set_num_threads(threads)
-    from nas.cli import tune_allocator
+    from nas.allocator import tune_allocator
     tune_allocator()
     _DATA, _THREADS = data, threads
 

@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nas.cli import tune_allocator  # noqa: E402
+from nas.allocator import tune_allocator  # noqa: E402
 from nas.latency import (BACKENDS, build_table, fit_overhead, new_table, space_members, spec_entries,  # noqa: E402
                          validate)
 from nas.atomic import atomic_write_text  # noqa: E402

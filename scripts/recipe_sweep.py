@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     import torch
 
     import nas.train
-    from nas.cli import tune_allocator
+    from nas.allocator import tune_allocator
     from nas.data import load_dataset
 
     torch.set_num_threads(1)

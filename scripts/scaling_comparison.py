@@ -112,7 +112,7 @@ def _init(threads, data):
     global _DATA
     import torch
 
-    from nas.cli import tune_allocator
+    from nas.allocator import tune_allocator
 
     torch.set_num_threads(threads)
     tune_allocator()
@@ -162,7 +162,7 @@ def main(argv=None) -> int:
         abg = tuple(float(x) for x in args.coefficients.split(","))
         source = "--coefficients"
     else:
-        from nas.cli.scale import default_coefficients
+        from scaling.coefficients import default_coefficients
 
         abg, source = default_coefficients()
     base = load_spec(args.base).replace(resolution=args.base_resolution)

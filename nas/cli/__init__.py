@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import os
 import sys
 from pathlib import Path
 from typing import Callable, NoReturn, Sequence
 
+from ..allocator import tune_allocator
 from ..spec import SpecError
 
-__all__ = ["UsageError", "RuntimeFailure", "ArgumentParser", "command", "fail", "parse_quantity", "positive_int", "tune_allocator", "load_data", "write_spec"]
+__all__ = ["UsageError", "RuntimeFailure", "ArgumentParser", "command", "fail", "finite_float", "parse_quantity", "positive_int", "tune_allocator", "load_data", "write_spec"]
 
 
 class UsageError(Exception):
@@ -102,6 +104,23 @@ def non_negative_int(label: str):
     return positive_int(label, minimum=0)
 
 
+def finite_float(label: str, *, lo: float | None = None):
+    """An argparse ``type=`` for finite floats (>= ``lo`` when given) whose errors are usage errors naming ``label``."""
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise UsageError(f"{label}: not a number: {text!r}") from None
+        if not math.isfinite(v):
+            raise UsageError(f"{label} must be finite, got {text}")
+        if lo is not None and v < lo:
+            raise UsageError(f"{label} must be >= {lo:g}, got {text}")
+        return v
+
+    return parse
+
+
 def parse_quantity(text: str, unit: str = "") -> float:
     """'400M', '0.4G', '4e8', '400000000', '20ms' -> float (SI prefixes; ``unit`` suffix optional)."""
     s = str(text).strip()
@@ -120,24 +139,6 @@ def parse_quantity(text: str, unit: str = "") -> float:
     return value
 
 
-
-
-def tune_allocator() -> None:
-    """Keep freed memory inside glibc's allocator instead of returning it to the kernel.
-
-    Measured here (results/export/inference_benchmark.md): with glibc's defaults,
-    CPU inference and training at batch 32 spend about half their time mapping and
-    unmapping large activation buffers; this is the in-process form of
-    ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...``.  A no-op where glibc is absent.
-    """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-4, 0)  # M_MMAP_MAX: never serve large blocks with mmap
-        libc.mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD: never give freed heap back
-    except (OSError, AttributeError):
-        pass
 
 
 def load_data(source: str, seed: int = 0):
