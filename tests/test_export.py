@@ -435,6 +435,7 @@ def test_onnx_falls_back_to_the_dynamo_exporter(tmp_path, monkeypatch, capfd):
 
 def test_a_failed_verification_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(ex, "TOLERANCE", -1.0)  # no export can pass
+    monkeypatch.setattr(ex, "RTOL", 0.0)
     spec = random_spec(1)
     with pytest.raises(ex.ExportError) as info:
         ex.export_onnx(spec, tmp_path / "n.onnx", exporter="torchscript (legacy)")
@@ -442,6 +443,30 @@ def test_a_failed_verification_writes_nothing(tmp_path, monkeypatch):
     with pytest.raises(ex.ExportError):
         ex.export_torchscript(spec, tmp_path / "n.pt")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_check_is_relative_to_the_outputs_scale():
+    """|diff| <= TOLERANCE + RTOL * max|output|, each output: rounding that grows with large raw outputs
+    (EfficientDet-D0's reach ~84 and differed by 6e-4 on some CPUs) passes; the same difference on small
+    outputs, or a difference of the outputs' own size (a real export bug), fails. Both figures are reported."""
+    import numpy as np
+
+    big = np.full((2, 5), 84.0, dtype=np.float32)
+    small = np.full((2, 5), 0.1, dtype=np.float32)
+    r = ex.compare_outputs("x", [big, small], [big + 6e-4, small])
+    assert r["within"] and r["max_abs_output"] == 84.0
+    assert r["max_abs_diff"] == pytest.approx(6e-4, rel=1e-2) and r["max_rel_diff"] == pytest.approx(6e-4 / 84, rel=1e-2)
+    assert ex.tolerance(84.0) == pytest.approx(ex.TOLERANCE + ex.RTOL * 84.0)
+    assert not ex.compare_outputs("x", [big, small], [big, small + 6e-4])["within"]  # tolerance 2e-4 there
+    assert not ex.compare_outputs("x", [big], [big * 1.01])["within"]
+    assert ex.compare_outputs("x", [small * 0], [small * 0])["within"]  # all-zero outputs: exact match needed
+    assert not ex.compare_outputs("x", [small * 0], [small * 0 + 2e-4])["within"]
+    with pytest.raises(ex.ExportError, match="output y has shape"):
+        ex.compare_outputs("x", [big], [small[:1]], labels=["y"])
+    with pytest.raises(ex.ExportError, match="not finite"):
+        ex.compare_outputs("x", [big], [big * np.nan])
+    msg = ex.mismatch("onnxruntime", ex.compare_outputs("x", [small], [small + 1e-3]))
+    assert "by 0.001, relative 0.01" in msg and f"tolerance {ex.TOLERANCE:g} + {ex.RTOL:g} x max |output|" in msg
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
@@ -575,7 +600,7 @@ def test_cli_without_onnx_says_how_to_install(tmp_path):
 def test_cli_failed_verification_exits_1_and_writes_nothing(tmp_path):
     random_spec(1).save(tmp_path / "s.json")
     # One interpreter for both formats (a torch start-up each would double the cost).
-    script = ("import nas.export as ex\nex.TOLERANCE = -1.0  # no export can pass\n"
+    script = ("import nas.export as ex\nex.TOLERANCE, ex.RTOL = -1.0, 0.0  # no export can pass\n"
               "del ex._ONNX_EXPORTERS['dynamo']  # the slow fallback would fail the same way\n"
               "from nas.cli.export import main\n"
               "print([main(['s.json', '--format', f, '-o', 'out']) for f in ('onnx', 'torchscript')])\n")

@@ -120,7 +120,7 @@ def export(args, out) -> int:
         raise UsageError(f"--weights {args.weights}: no such file")
 
     from ..detection.export import export_detector_onnx
-    from ..export import ExportError, TOLERANCE
+    from ..export import ExportError, describe_check
 
     try:
         report = export_detector_onnx(spec, out, weights=args.weights, resolution=res, opset=args.opset)
@@ -134,8 +134,7 @@ def export(args, out) -> int:
         sys.stdout.write(f"wrote {out} ({report['bytes'] / 1e6:.1f} MB): ONNX opset {report['opset']}, "
                          f"{len(report['outputs'])} raw per-level outputs ({report['num_anchors']:,} anchors), dynamic "
                          f"batch; onnxruntime {report['onnxruntime']} matches PyTorch at batch "
-                         f"{' and '.join(map(str, report['batch_sizes']))}, {res}x{res}: max |diff| "
-                         f"{report['max_abs_diff']:.2g} (tolerance {TOLERANCE:g})\n")
+                         f"{' and '.join(map(str, report['batch_sizes']))}, {res}x{res}: {describe_check(report)}\n")
     return 0
 
 

@@ -39,11 +39,15 @@ def _size(n: int) -> str:
 
 @command("nas-export")
 def main(argv=None) -> int:
+    from ..detection import detector_names
+
     ap = ArgumentParser(prog="nas-export",
                         description="Export a spec as standalone PyTorch code (py), ONNX or TorchScript. "
-                                    "ONNX and TorchScript files are checked against PyTorch before they are written.",
-                        epilog=f"presets: {', '.join(preset_names())}")
-    ap.add_argument("spec", help="a preset name, a JSON file, or a JSON string")
+                                    "ONNX and TorchScript files are checked against PyTorch before they are written. "
+                                    "Detectors export as ONNX only (raw per-level outputs).",
+                        epilog=f"classifier presets: {', '.join(preset_names())}; "
+                               f"detector presets (onnx only): {', '.join(detector_names())}")
+    ap.add_argument("spec", help="a classifier or detector: a preset name, a JSON file, or a JSON string")
     ap.add_argument("--format", required=True, metavar="|".join(FORMATS),
                     help="py: readable model code that needs only torch; onnx: ONNX with a dynamic batch axis "
                          "(needs nas-toolkit[export]); torchscript: a scripted module")
@@ -113,7 +117,7 @@ def main(argv=None) -> int:
                 else f"TorchScript ({report['method']}); reloaded module")
         sys.stdout.write(f"wrote {out} ({_size(report['bytes'])}): {what} matches PyTorch at batch "
                          f"{' and '.join(map(str, report['batch_sizes']))}, {report['resolution']}x{report['resolution']}: "
-                         f"max |diff| {report['max_abs_diff']:.2g} (tolerance {ex.TOLERANCE:g})\n")
+                         f"{ex.describe_check(report)}\n")
     return 0
 
 

@@ -4,7 +4,8 @@ Outputs ``class_p{l}`` and ``box_p{l}`` for every level ``l`` (``[B, A*C, H, W]`
 ``[B, A*4, H, W]``), dynamic batch.  As for classifiers (:func:`nas.export.export_onnx`):
 exported from ``eval()`` with seeded, BN-calibrated weights unless a state dict is
 given, run at batch 1 and 3, and written atomically only when every output is
-within :data:`nas.export.TOLERANCE` of PyTorch.  Anchor decoding and NMS stay
+within :func:`nas.export.tolerance` of PyTorch's (``TOLERANCE + RTOL * max|output|``,
+the classifiers' rule).  Anchor decoding and NMS stay
 outside the graph (:mod:`nas.detection.postprocess`).
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from ..export import TOLERANCE, ExportError, MissingDependency
+from ..export import RTOL, TOLERANCE, ExportError, MissingDependency, compare_outputs, mismatch
 from ..atomic import atomic_write_bytes
 from .spec import DetectorSpec
 
@@ -52,7 +53,6 @@ def export_detector_onnx(spec: DetectorSpec, path: str | os.PathLike, weights=No
     except ImportError as e:
         raise MissingDependency(f"ONNX export needs onnx and onnxruntime ({e.name or e} is not installed): "
                                 f"pip install nas-toolkit[export]") from None
-    import numpy as np
     import torch
 
     from .build import build_detector
@@ -98,21 +98,14 @@ def export_detector_onnx(spec: DetectorSpec, path: str | os.PathLike, weights=No
     proto = onnx.load_from_string(data)
     onnx.checker.check_model(proto)
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    worst = 0.0
-    for x, ref in zip(xs, refs):
-        got = sess.run(names, {"input": x.numpy()})
-        for name, r, o in zip(names, ref, got):
-            if o.shape != r.shape:
-                raise ExportError(f"onnxruntime output {name} has shape {o.shape}, PyTorch's {r.shape}")
-            if not np.isfinite(o).all():
-                raise ExportError(f"onnxruntime output {name} is not finite")
-            worst = max(worst, float(np.max(np.abs(o.astype(np.float64) - r.astype(np.float64)))))
-    if worst > TOLERANCE:
-        raise ExportError(f"onnxruntime differs from PyTorch by {worst:.3g} (> {TOLERANCE:g}); nothing written")
+    cmp = compare_outputs("onnxruntime", [r for ref in refs for r in ref],
+                          [o for x in xs for o in sess.run(names, {"input": x.numpy()})], labels=names * len(xs))
+    if not cmp["within"]:
+        raise ExportError(f"{mismatch('onnxruntime', cmp)}; nothing written")
     atomic_write_bytes(path, data)
     used_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     return {"format": "onnx", "path": str(path), "weights": source, "exporter": "torchscript (legacy)",
             "opset": used_opset, "resolution": res, "batch_sizes": list(VERIFY_BATCHES), "outputs": names,
-            "num_anchors": spec.num_anchors(res), "max_abs_diff": worst,
-            "max_abs_output": float(max(np.abs(o).max() for r in refs for o in r)), "bytes": len(data),
-            "onnxruntime": ort.__version__}
+            "num_anchors": spec.num_anchors(res), "max_abs_diff": cmp["max_abs_diff"],
+            "max_rel_diff": cmp["max_rel_diff"], "max_abs_output": cmp["max_abs_output"], "atol": TOLERANCE,
+            "rtol": RTOL, "bytes": len(data), "onnxruntime": ort.__version__}
