@@ -8,8 +8,9 @@ is flat in ``forward``: ``shortcut = ...; x = drop_path(x) + shortcut``.  Module
 layouts mirror torchvision's EfficientNet so parameter counts match it exactly.
 Everything here is TorchScript-scriptable.
 
-An op is declared once: its module here, in :data:`LAYERS`, and its analytic cost
-beside it in :data:`nas.cost.LAYER_COSTS` (kept torch-free, so in that module).
+An op is declared once: its module here, in :data:`LAYERS`, and everything else about
+it (its analytic cost, the spec fields it pins, its description) in its entry of
+:data:`nas.ops.OPS` (kept torch-free, so in that module).
 Exported Python code (:func:`nas.export.export_python`) embeds this file verbatim
 after its imports, so it may import only torch, the standard library and the width
 rules of :mod:`nas.spec` (which the exporter embeds too); the exporter checks this.

@@ -19,6 +19,12 @@ materialized module in eval mode, batch 1):
 (5288548, 401659392)
 
 :func:`fvcore_flops` is the cross-check; it is the only place fvcore is used.
+
+A second, named convention is counted beside it (:data:`FLOP_CONVENTIONS`):
+``conv-linear``, the multiply-adds of convolutions and linear layers only (no batch
+norm, pooling or activation): ``Cost.conv_linear_flops``, or ``Cost.flops_in(name)``.
+It is NAS-Bench-Macro's ``flops`` (``search_spaces/nas_bench_macro.py``), exact for
+all 6,561 of its members.  Each op's cost is its entry in :data:`nas.ops.OPS`.
 """
 from __future__ import annotations
 
@@ -26,15 +32,17 @@ import operator
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
+from .ops import OPS, Count, conv, conv_bn, conv_out, linear, pool, squeeze_excite
+from .ops import bn  # noqa: F401  (re-exported: the counting primitives live with the op registry)
 from .spec import Spec, SpecError, expanded_channels, iter_layers, se_channels
 
 __all__ = ["Cost", "StageCost", "Count", "cost", "conv_out", "LAYER_COSTS", "layer_cost", "stem_cost", "head_cost",
-           "conv", "bn", "conv_bn", "squeeze_excite", "fvcore_flops", "count_params"]
+           "conv", "bn", "conv_bn", "squeeze_excite", "fvcore_flops", "count_params", "FLOP_CONVENTIONS"]
 
-
-def conv_out(size: int, stride: int) -> int:
-    """Output size of a 'same'-padded conv with an odd kernel (and of the ceil-mode skip pool)."""
-    return (size - 1) // stride + 1
+#: The FLOP conventions the cost model counts, by name: ``fvcore`` (the default, and what
+#: ``Cost.flops`` holds) and ``conv-linear`` (multiply-adds of convolutions and linear
+#: layers only, ``Cost.conv_linear_flops``: NAS-Bench-Macro's ``flops`` and many papers').
+FLOP_CONVENTIONS = ("fvcore", "conv-linear")
 
 
 @dataclass
@@ -49,6 +57,7 @@ class StageCost:
     out_resolution: int
     params: int = 0
     flops: int = 0
+    conv_linear_flops: int = 0
 
 
 @dataclass
@@ -57,91 +66,32 @@ class Cost:
     flops: int
     resolution: int
     stages: list[StageCost] = field(default_factory=list)
+    conv_linear_flops: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
 
-
-@dataclass(frozen=True)
-class Count:
-    """Parameters and FLOPs of one piece of a network; pieces add up."""
-
-    params: int = 0
-    flops: int = 0
-
-    def __add__(self, other: "Count") -> "Count":
-        return Count(self.params + other.params, self.flops + other.flops)
+    def flops_in(self, convention: str) -> int:
+        """The FLOPs in one of :data:`FLOP_CONVENTIONS`."""
+        if convention == "fvcore":
+            return self.flops
+        if convention == "conv-linear":
+            return self.conv_linear_flops
+        raise ValueError(f"unknown FLOP convention {convention!r}; conventions: {', '.join(FLOP_CONVENTIONS)}")
 
 
-def conv(cin: int, cout: int, k: int, out_hw: int, groups: int = 1, bias: bool = False) -> Count:
-    weights = cout * (cin // groups) * k * k
-    return Count(weights + (cout if bias else 0), weights * out_hw * out_hw)
-
-
-def bn(c: int, hw: int) -> Count:
-    return Count(2 * c, 2 * c * hw * hw)
-
-
-def conv_bn(cin: int, cout: int, k: int, out_hw: int, groups: int = 1) -> Count:
-    """:class:`nas.blocks.ConvBNAct` (the activation costs nothing)."""
-    return conv(cin, cout, k, out_hw, groups) + bn(cout, out_hw)
-
-
-def squeeze_excite(c: int, squeeze: int, hw: int) -> Count:
-    """:class:`nas.blocks.SqueezeExcite`."""
-    pool = Count(0, c * hw * hw)  # adaptive_avg_pool2d
-    return pool + conv(c, squeeze, 1, 1, bias=True) + conv(squeeze, c, 1, 1, bias=True)
-
-
-# ---------------------------------------------------------------- one cost per op
-#
-# Each function mirrors the module of the same op in nas/blocks.py line by line and
-# takes the same keyword arguments (less those that cost nothing), plus ``resolution``
-# (the layer's input size).  The shortcut is not an op's: :func:`layer_cost` adds it,
-# as nas.blocks._Layer builds it for every op.
-
-
-def mbconv_cost(*, in_channels: int, out_channels: int, kernel: int, stride: int, expand_ratio: float,
-                se_ratio: float, resolution: int) -> Count:
-    """:class:`nas.blocks.MBConv` (and :class:`~nas.blocks.DepthwiseSeparable`)."""
-    hw = conv_out(resolution, stride)
-    mid = expanded_channels(in_channels, expand_ratio)
-    c = Count()
-    if mid != in_channels:
-        c += conv_bn(in_channels, mid, 1, resolution)  # expand
-    c += conv_bn(mid, mid, kernel, hw, groups=mid)  # depthwise
-    if se_ratio > 0:
-        c += squeeze_excite(mid, se_channels(in_channels, se_ratio), hw)
-    return c + conv_bn(mid, out_channels, 1, hw)  # project
-
-
-def regular_conv_cost(*, in_channels: int, out_channels: int, kernel: int, stride: int, expand_ratio: float,
-                      se_ratio: float, resolution: int) -> Count:
-    """:class:`nas.blocks.RegularConv`."""
-    hw = conv_out(resolution, stride)
-    fused = expand_ratio != 1
-    mid = expanded_channels(in_channels, expand_ratio) if fused else out_channels
-    c = conv_bn(in_channels, mid, kernel, hw)
-    if se_ratio > 0:
-        c += squeeze_excite(mid, se_channels(in_channels, se_ratio), hw)
-    if fused:
-        c += conv_bn(mid, out_channels, 1, hw)  # project
-    return c
-
-
-LAYER_COSTS: dict[str, Callable[..., Count]] = {
-    "mbconv": mbconv_cost,
-    "dwconv": mbconv_cost,
-    "conv": regular_conv_cost,
-}
-"""Op name -> its cost; the keys are those of :data:`nas.blocks.LAYERS` (a test holds them equal)."""
+LAYER_COSTS: dict[str, Callable[..., Count]] = {name: op.cost for name, op in OPS.items()}
+"""Op name -> its cost (:data:`nas.ops.OPS`); the keys are those of :data:`nas.blocks.LAYERS`
+(a test holds them equal)."""
 
 
 def layer_cost(stage, in_channels: int, stride: int, resolution: int) -> Count:
     """One layer of ``stage`` (a :class:`~nas.spec.Stage`) at input width and size: its op plus its shortcut."""
-    c = LAYER_COSTS[stage.op](in_channels=in_channels, out_channels=stage.out_channels, kernel=stage.kernel,
-                              stride=stride, expand_ratio=stage.expand_ratio, se_ratio=stage.se_ratio,
-                              resolution=resolution)
+    c = OPS[stage.op].cost(in_channels=in_channels, out_channels=stage.out_channels, kernel=stage.kernel,
+                           stride=stride, expand_ratio=stage.expand_ratio,
+                           expanded=expanded_channels(in_channels, stage.expand_ratio),
+                           squeeze=se_channels(in_channels, stage.se_ratio) if stage.se_ratio > 0 else 0,
+                           resolution=resolution)
     if stage.skip == "pool" and in_channels != stage.out_channels:
         # the pooling skip's projection (its avg-pool counts 0)
         c += conv_bn(in_channels, stage.out_channels, 1, conv_out(resolution, stride))
@@ -155,8 +105,8 @@ def stem_cost(in_channels: int, out_channels: int, kernel: int, stride: int, res
 def head_cost(in_channels: int, head_channels: int, num_classes: int, resolution: int) -> Count:
     """1x1 conv + BN, global average pool, linear classifier (its bias counts as parameters only)."""
     c = conv_bn(in_channels, head_channels, 1, resolution)
-    c += Count(0, head_channels * resolution * resolution)  # global adaptive_avg_pool2d
-    return c + Count(head_channels * num_classes + num_classes, head_channels * num_classes)
+    c += pool(head_channels, resolution)  # global adaptive_avg_pool2d
+    return c + linear(head_channels, num_classes)
 
 
 def _resolution(r) -> int:
@@ -198,12 +148,14 @@ def cost(spec: Spec, resolution: int | None = None) -> Cost:
     _add(head, head_cost(c_last, spec.head.out_channels, spec.num_classes, hw))
     rows.append(head)
 
-    return Cost(params=sum(r.params for r in rows), flops=sum(r.flops for r in rows), resolution=res, stages=rows)
+    return Cost(params=sum(r.params for r in rows), flops=sum(r.flops for r in rows), resolution=res, stages=rows,
+                conv_linear_flops=sum(r.conv_linear_flops for r in rows))
 
 
 def _add(row: StageCost, c: Count) -> None:
     row.params += c.params
     row.flops += c.flops
+    row.conv_linear_flops += c.conv_linear_flops
 
 
 def count_params(model) -> int:

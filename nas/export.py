@@ -208,7 +208,7 @@ def _module_docstring(spec: Spec, class_name: str) -> str:
 #
 # The exported file's layers and network are the toolkit's own code, embedded verbatim
 # (read from the source files, never re-typed here): so adding an op touches its module
-# in nas/blocks.py, its cost in nas/cost.py and its test, and this exporter follows.
+# in nas/blocks.py, its entry in nas/ops.py and its test, and this exporter follows.
 # _embedded_code checks the pieces on the way in: no import of the toolkit survives, only
 # the standard library and torch may be imported, and every name the result uses is defined.
 

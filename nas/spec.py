@@ -29,15 +29,13 @@ The document (format ``nas-spec``, version 1)::
 Conventions (the materializer in :mod:`nas.build` and the cost model in
 :mod:`nas.cost` both follow them; the cross-layer ones are :func:`plan_layers`,
 and each op's module and cost are registered under its name in
-:data:`nas.blocks.LAYERS` and :data:`nas.cost.LAYER_COSTS`):
+:data:`nas.blocks.LAYERS` and :data:`nas.ops.OPS`):
 
 * A stage repeats one layer ``repeats`` times; only the first layer has the stage's
   stride and the previous stage's output width as input.
-* ``op``: ``mbconv`` (1x1 expand when ``expand_ratio`` != 1, kxk depthwise, SE,
-  1x1 linear projection), ``dwconv`` (depthwise-separable: kxk depthwise, SE, 1x1
-  linear projection; ``expand_ratio`` must be 1), ``conv`` (a regular kxk conv;
-  with ``expand_ratio`` > 1 it widens to ``in * expand_ratio`` and a 1x1 linear
-  projection follows, as in EfficientNetV2's Fused-MBConv).
+* ``op``: one of the ops of the op registry, :data:`nas.ops.OPS` (``mbconv``,
+  ``dwconv``, ``conv``, ...); each entry says what the op builds and which fields it
+  pins (``dwconv``: ``expand_ratio`` 1), and this module enforces them.
 * Expanded width: ``round(in_channels * expand_ratio)``.
 * SE squeezes to ``max(1, int(block_input_channels * se_ratio))`` channels; 0 means
   no SE.  The gate is a sigmoid; the squeeze activation is ``se_activation``.
@@ -61,6 +59,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, NamedTuple
 
 from .atomic import atomic_write_text
+from .ops import OPS as OP_REGISTRY
 
 __all__ = [
     "FORMAT",
@@ -94,7 +93,7 @@ __all__ = [
 FORMAT = "nas-spec"
 VERSION = 1
 
-OPS = ("mbconv", "dwconv", "conv")
+OPS = tuple(OP_REGISTRY)  # the op vocabulary: nas.ops.OPS, where each op is declared once
 SKIPS = ("identity", "none", "pool")
 ACTIVATIONS = ("swish", "relu", "relu6")
 
@@ -242,19 +241,25 @@ class Stage:
     def from_dict(cls, d: Any, path: str) -> "Stage":
         d = _obj(d, path, cls.FIELDS)
         op = _choice(d["op"], _join(path, "op"), OPS)
-        expand = _num(d["expand_ratio"], _join(path, "expand_ratio"), 1, MAX_EXPAND)
-        if op == "dwconv" and expand != 1:
-            raise SpecError(_join(path, "expand_ratio"), f"must be 1 for op dwconv, got {expand}")
+        fixed = OP_REGISTRY[op].fixed  # the fields this op pins (nas.ops)
+
+        def pinned(key: str, value):
+            if key in fixed and value != fixed[key]:
+                raise SpecError(_join(path, key),
+                                f"must be {json.dumps(fixed[key])} for op {op}, got {describe(value)}")
+            return value
+
+        expand = pinned("expand_ratio", _num(d["expand_ratio"], _join(path, "expand_ratio"), 1, MAX_EXPAND))
         if isinstance(expand, float) and expand.is_integer():
             expand = int(expand)
-        se = _num(d["se_ratio"], _join(path, "se_ratio"), 0.0, 1.0, hi_open=True)
+        se = pinned("se_ratio", _num(d["se_ratio"], _join(path, "se_ratio"), 0.0, 1.0, hi_open=True))
         return cls(
             op=op,
-            kernel=_kernel(d["kernel"], _join(path, "kernel")),
+            kernel=pinned("kernel", _kernel(d["kernel"], _join(path, "kernel"))),
             stride=_int(d["stride"], _join(path, "stride"), 1, 2),
             expand_ratio=expand,
             se_ratio=float(se),  # 0 and 0.0 must serialize (and fingerprint) alike
-            skip=_choice(d["skip"], _join(path, "skip"), SKIPS),
+            skip=pinned("skip", _choice(d["skip"], _join(path, "skip"), SKIPS)),
             out_channels=_int(d["out_channels"], _join(path, "out_channels"), 1, MAX_CHANNELS),
             repeats=_int(d["repeats"], _join(path, "repeats"), 1, MAX_REPEATS),
             activation=_choice(d["activation"], _join(path, "activation"), ACTIVATIONS),

@@ -31,6 +31,7 @@ from __future__ import annotations
 import random
 from typing import Any, Callable, Mapping, Sequence
 
+from .ops import OPS as OP_REGISTRY
 from .spec import ACTIVATIONS, FORMAT, OPS, SKIPS, VERSION, Spec
 
 __all__ = ["small_spec", "random_spec", "random_spec_dict", "KERNELS", "EXPAND_RATIOS", "SE_RATIOS", "RESOLUTIONS"]
@@ -89,7 +90,8 @@ def _generate(d: _Draw, *, max_resolution: int, small: bool) -> dict:
     width = stem_out
     for _ in range(d.integer(1, max_stages)):
         op = d.choice(OPS)
-        expand = 1 if op == "dwconv" else d.choice(EXPAND_RATIOS)
+        fixed = OP_REGISTRY[op].fixed  # the fields the op pins (dwconv: expand 1) are not drawn
+        expand = fixed["expand_ratio"] if "expand_ratio" in fixed else d.choice(EXPAND_RATIOS)
         # Keeping the width on some stages makes identity skips actually add a branch
         # (and pool skips take their no-projection path).
         out = width if d.boolean(0.3) else d.integer(1, max_ch)
@@ -104,6 +106,7 @@ def _generate(d: _Draw, *, max_resolution: int, small: bool) -> dict:
             "repeats": d.integer(1, max_repeats),
             "activation": d.choice(ACTIVATIONS),
             "se_activation": d.choice(ACTIVATIONS),
+            **{k: v for k, v in fixed.items() if k != "expand_ratio"},
         })
         width = out
     return {
@@ -154,7 +157,8 @@ def small_spec(*, op: str = "mbconv", activation: str = "swish", skip: str = "id
     >>> [(s.out_channels, s.stride, s.repeats) for s in small_spec().stages]
     [(8, 1, 1), (16, 2, 2), (24, 2, 1)]
     """
-    expand = expand_ratio if expand_ratio is not None else (1 if op == "dwconv" else 3)
+    expand = expand_ratio if expand_ratio is not None else (OP_REGISTRY[op].fixed.get("expand_ratio", 3)
+                                                              if op in OP_REGISTRY else 3)
     layer = dict(op=op, kernel=3, stride=1, expand_ratio=expand, se_ratio=se_ratio, skip=skip, out_channels=8,
                  repeats=1, activation=activation, se_activation=activation)
     base = [layer, dict(layer, stride=2, out_channels=16, repeats=2), dict(layer, kernel=5, stride=2, out_channels=24)]

@@ -1,11 +1,12 @@
-"""Each op is declared once: its module (nas/blocks.py, LAYERS) and its cost (nas/cost.py, LAYER_COSTS).
+"""Each op is declared once: its module (nas/blocks.py, LAYERS) and its entry in the op
+registry (nas/ops.py, OPS: its cost, the spec fields it pins, its description).
 
 Every registered op is swept here (as timm sweeps its model registry): the module's
 parameter count and fvcore's FLOP count equal the op's analytic cost, layer by layer,
-in every variant the op has.  A new op gets these checks by being registered.  The
-last test adds an op to a copy of the package, touching only blocks.py, cost.py and
-the OPS vocabulary of spec.py, and exports a spec that uses it: the exporter follows
-without an edit.
+in every variant the op has; the conv+linear convention is checked the same way.  A
+new op gets these checks by being registered.  The last test adds an op to a copy of
+the package, touching only blocks.py and ops.py, and exports a spec that uses it: the
+spec format, the JSON Schema, the cost model and the exporter follow without an edit.
 """
 from __future__ import annotations
 
@@ -21,13 +22,17 @@ import torch
 import nas
 from nas.blocks import LAYERS
 from nas.cost import LAYER_COSTS, conv_out, count_params, fvcore_flops, layer_cost
+from nas.ops import OPS as OP_REGISTRY
 from nas.spec import OPS, Stage
 
 torch.set_num_threads(1)
 
 
 def test_every_op_has_one_module_and_one_cost():
-    assert tuple(LAYERS) == tuple(LAYER_COSTS) == OPS  # the schema's enum: tests/test_spec.py
+    assert tuple(LAYERS) == tuple(LAYER_COSTS) == OPS == tuple(OP_REGISTRY)  # the schema's enum: tests/test_spec.py
+    assert {n: cls.__name__ for n, cls in LAYERS.items()} == {n: op.module for n, op in OP_REGISTRY.items()}
+    for name, op in OP_REGISTRY.items():
+        assert op.name == name and op.description and set(op.fixed) <= set(Stage.FIELDS), name
 
 
 # in_channels, out_channels, kernel, stride, expand_ratio, se_ratio, skip, resolution
@@ -39,11 +44,32 @@ VARIANTS = [
 ]
 
 
+def _conv_linear_macs(module, res: int, cin: int) -> int:
+    """Multiply-adds of the convolutions and linear layers, counted from the shapes a forward pass sees."""
+    total = 0
+
+    def hook(m, inputs, out):
+        nonlocal total
+        if isinstance(m, torch.nn.Conv2d):
+            total += out[0].numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+        else:
+            total += m.in_features * m.out_features
+
+    handles = [m.register_forward_hook(hook) for m in module.modules()
+               if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    with torch.no_grad():
+        module.eval()(torch.zeros(1, cin, res, res))
+    for h in handles:
+        h.remove()
+    return total
+
+
 def _variants(op):
     for cin, cout, k, stride, expand, se, skip, res in VARIANTS:
-        if op == "dwconv":
-            expand = 1
-        yield Stage(op, k, stride, expand, se, skip, cout, 1, "swish", "relu"), cin, res
+        row = dict(op=op, kernel=k, stride=stride, expand_ratio=expand, se_ratio=se, skip=skip, out_channels=cout,
+                   repeats=1, activation="swish", se_activation="relu")
+        row.update(OP_REGISTRY[op].fixed)  # the fields the op pins (dwconv: expand 1)
+        yield Stage.from_dict(row, "stage"), cin, res
 
 
 @pytest.mark.parametrize("op", list(LAYERS))
@@ -55,7 +81,9 @@ def test_op_cost_equals_its_module(op):
                             bn_eps=1e-3, bn_momentum=0.01).eval()
         c = layer_cost(stage, cin, stage.stride, res)
         assert c.params == count_params(module), stage
-        assert c.flops == fvcore_flops(module, res, cin) > 0, stage
+        assert c.flops == fvcore_flops(module, res, cin), stage
+        assert c.flops > 0 or (op == "identity" and stage.stride == 1 and cin == stage.out_channels), stage
+        assert c.conv_linear_flops == _conv_linear_macs(module, res, cin), stage
         with torch.no_grad():
             out = module(torch.randn(2, cin, res, res))
         assert out.shape == (2, stage.out_channels, conv_out(res, stage.stride), conv_out(res, stage.stride))
@@ -81,16 +109,24 @@ class PointwiseDepthwise(_Layer):
 LAYERS["pwdw"] = PointwiseDepthwise
 '''
 
+NEW_OP_DEF = '''
+    OpDef("pwdw", "PointwiseDepthwise", pointwise_depthwise_cost,
+          "1x1 conv to the output width, then kxk depthwise (an op added by tests/test_ops.py).",
+          fixed={"expand_ratio": 1}),
+'''
+
 NEW_OP_COST = '''
 
 def pointwise_depthwise_cost(*, in_channels: int, out_channels: int, kernel: int, stride: int, expand_ratio: float,
-                             se_ratio: float, resolution: int) -> Count:
+                             expanded: int, squeeze: int, resolution: int) -> Count:
     return (conv_bn(in_channels, out_channels, 1, resolution)
             + conv_bn(out_channels, out_channels, kernel, conv_out(resolution, stride), groups=out_channels))
 
 
-LAYER_COSTS["pwdw"] = pointwise_depthwise_cost
 '''
+
+REGISTRY_END = ''')
+"""Op name -> its :class:`OpDef`, in the spec vocabulary's order."""'''
 
 CHECK = '''
 import ast, importlib.util, json, sys
@@ -102,9 +138,21 @@ from nas.export import export_python
 from nas.bn import recalibrate_bn
 assert nas.__file__.startswith(sys.argv[1]), nas.__file__  # the patched copy, not the checkout
 d = nas.load_spec("efficientnet-b0").replace(resolution=32, num_classes=10).to_dict()
-d["stages"][1] = dict(d["stages"][1], op="pwdw", skip="pool")
-d["stages"][3] = dict(d["stages"][3], op="pwdw")
+d["stages"][1] = dict(d["stages"][1], op="pwdw", skip="pool", expand_ratio=1)
+d["stages"][3] = dict(d["stages"][3], op="pwdw", expand_ratio=1)
 spec = nas.Spec.from_dict(d)
+import jsonschema
+from nas.schema import schema
+v = jsonschema.Draft202012Validator(schema())
+v.validate(d)  # the schema knows the new op and its rule
+bad = json.loads(json.dumps(d))
+bad["stages"][3]["expand_ratio"] = 3
+assert list(v.iter_errors(bad))
+try:
+    nas.Spec.from_dict(bad)
+    raise AssertionError("the pinned field was not refused")
+except nas.SpecError as e:
+    assert str(e) == "stages[3].expand_ratio: must be 1 for op pwdw, got 3", e
 torch.manual_seed(0)
 model = build_model(spec)
 c = cost(spec)
@@ -131,21 +179,20 @@ print(json.dumps({"params": c.params, "flops": c.flops, "layers": [type(l).__nam
 '''
 
 
-def test_a_new_op_needs_no_exporter_edit(tmp_path):
+def test_a_new_op_touches_two_files(tmp_path):
     src = Path(nas.__file__).parent
     pkg = tmp_path / "nas"
     shutil.copytree(src, pkg, ignore=shutil.ignore_patterns("__pycache__"))
-    # The whole change for a new op: its module, its cost, its name in the spec's vocabulary.
+    # The whole change for a new op: its module (nas/blocks.py) and its registry entry (nas/ops.py).
     with open(pkg / "blocks.py", "a", encoding="utf-8") as f:
         f.write(NEW_OP_MODULE)
-    with open(pkg / "cost.py", "a", encoding="utf-8") as f:
-        f.write(NEW_OP_COST)
-    spec_py = (pkg / "spec.py").read_text(encoding="utf-8")
-    assert spec_py.count('OPS = ("mbconv", "dwconv", "conv")') == 1
-    (pkg / "spec.py").write_text(spec_py.replace('OPS = ("mbconv", "dwconv", "conv")',
-                                                 'OPS = ("mbconv", "dwconv", "conv", "pwdw")'), encoding="utf-8")
-    changed = {p.name for p in pkg.glob("*.py") if p.read_bytes() != (src / p.name).read_bytes()}
-    assert changed == {"blocks.py", "cost.py", "spec.py"}  # export.py and build.py untouched
+    ops_py = (pkg / "ops.py").read_text(encoding="utf-8")
+    assert ops_py.count(REGISTRY_END) == 1 and ops_py.count("\nOPS: dict[str, OpDef] = _registry(") == 1
+    ops_py = ops_py.replace("\nOPS: dict[str, OpDef] = _registry(", NEW_OP_COST + "OPS: dict[str, OpDef] = _registry(")
+    (pkg / "ops.py").write_text(ops_py.replace(REGISTRY_END, NEW_OP_DEF + REGISTRY_END), encoding="utf-8")
+    changed = {str(p.relative_to(pkg)) for p in pkg.rglob("*") if p.is_file()
+               and p.read_bytes() != (src / p.relative_to(pkg)).read_bytes()}
+    assert changed == {"blocks.py", "ops.py"}  # spec.py, cost.py, the schema, export.py and build.py untouched
 
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONSTARTUP")}
     env["PYTHONPATH"] = str(tmp_path)

@@ -410,10 +410,37 @@ def test_schema_bounds_match_the_validator():
 
 
 def test_schema_file_is_packaged():
+    """The packaged file is the schema less what the op registry fills in (the op enum, its rules)."""
     import nas.schema
 
     path = Path(nas.schema.__file__).with_name("spec.schema.json")
-    assert json.loads(path.read_text(encoding="utf-8")) == schema()
+    on_disk = json.loads(path.read_text(encoding="utf-8"))
+    full = schema()
+    stage = full["$defs"]["stage"]
+    stage.pop("allOf")
+    stage["properties"]["op"] = on_disk["$defs"]["stage"]["properties"]["op"]
+    assert on_disk == full
+    assert "enum" not in on_disk["$defs"]["stage"]["properties"]["op"]  # the registry is its one source
+
+
+def test_schema_op_rules_come_from_the_registry(validator):
+    from nas.ops import OPS as OP_REGISTRY
+
+    s = schema()
+    rules = s["$defs"]["stage"]["allOf"]
+    assert {r["if"]["properties"]["op"]["const"]: {k: v["const"] for k, v in r["then"]["properties"].items()}
+            for r in rules} == {n: dict(op.fixed) for n, op in OP_REGISTRY.items() if op.fixed}
+    for name, op in OP_REGISTRY.items():
+        assert f"{name}: {op.description}" in s["$defs"]["stage"]["properties"]["op"]["description"]
+        for key, value in op.fixed.items():  # each pinned field: another value is refused by both
+            doc = b0_doc()
+            doc["stages"][3].update(op.fixed, op=name)
+            validator.validate(doc)
+            Spec.from_dict(doc)
+            doc["stages"][3][key] = {"kernel": 3, "expand_ratio": 6, "se_ratio": 0.25, "skip": "identity"}[key]
+            assert list(validator.iter_errors(doc)), (name, key)
+            with pytest.raises(SpecError, match=rf"^stages\[3\]\.{key}: must be .* for op {name}, got "):
+                Spec.from_dict(doc)
 
 
 # ---------------------------------------------------------------- the generator

@@ -3,6 +3,12 @@
 :func:`nas.spec.Spec.from_dict` is the reference validator (its errors name the
 JSON path); the schema documents the format for other tools and editors, and a
 test keeps the two in agreement.
+
+The op vocabulary is not written in the file: :func:`schema` fills in the stage's
+``op`` enum, its description and one ``if``/``then`` rule per op that pins fields
+from the op registry (:data:`nas.ops.OPS`), so an op added there is in the schema
+too.  ``python -m nas.schema`` prints the complete schema (for editors and other
+tools).
 """
 from __future__ import annotations
 
@@ -22,8 +28,21 @@ def _text() -> str:
 
 
 def schema() -> dict:
-    """The spec format's JSON Schema, as a fresh dict."""
-    return json.loads(_text())
+    """The spec format's JSON Schema, as a fresh dict, its op vocabulary and rules from :data:`nas.ops.OPS`."""
+    from ..ops import OPS
+
+    d = json.loads(_text())
+    stage = d["$defs"]["stage"]
+    stage["properties"]["op"] = {
+        "enum": list(OPS),
+        "description": " ".join(f"{name}: {op.description}" for name, op in OPS.items()),
+    }
+    rules = [{"if": {"properties": {"op": {"const": name}}, "required": ["op"]},
+              "then": {"properties": {k: {"const": v} for k, v in op.fixed.items()}}}
+             for name, op in OPS.items() if op.fixed]
+    if rules:
+        stage["allOf"] = rules
+    return d
 
 
 def detector_schema() -> dict:
