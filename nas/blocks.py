@@ -34,6 +34,7 @@ __all__ = [
     "MBConv",
     "DepthwiseSeparable",
     "RegularConv",
+    "ProjectingIdentity",
     "LAYERS",
 ]
 
@@ -172,8 +173,21 @@ class RegularConv(_Layer):
             self.body.add_module("project", ConvBNAct(mid, out_channels, 1, activation=None, **bn))
 
 
+class ProjectingIdentity(_Layer):
+    """The input unchanged when stride and width are kept, else 1x1 conv (stride, no bias) + BN (NAS-Bench-Macro)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int, expand_ratio: float,
+                 se_ratio: float, skip: str, activation: str, se_activation: str, drop_path: float,
+                 bn_eps: float, bn_momentum: float):
+        super().__init__(in_channels, out_channels, stride, skip, drop_path, bn_eps, bn_momentum)
+        if stride != 1 or in_channels != out_channels:
+            self.body.add_module("project", ConvBNAct(in_channels, out_channels, 1, stride, activation=None,
+                                                      bn_eps=bn_eps, bn_momentum=bn_momentum))
+
+
 LAYERS: dict[str, type[_Layer]] = {
     "mbconv": MBConv,
     "dwconv": DepthwiseSeparable,
     "conv": RegularConv,
+    "identity": ProjectingIdentity,
 }

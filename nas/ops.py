@@ -128,6 +128,14 @@ def regular_conv_cost(*, in_channels: int, out_channels: int, kernel: int, strid
     return c
 
 
+def identity_cost(*, in_channels: int, out_channels: int, kernel: int, stride: int, expand_ratio: float,
+                  expanded: int, squeeze: int, resolution: int) -> Count:
+    """:class:`nas.blocks.ProjectingIdentity`: nothing, or a 1x1 conv (stride, no bias) + BN."""
+    if stride == 1 and in_channels == out_channels:
+        return Count()
+    return conv_bn(in_channels, out_channels, 1, conv_out(resolution, stride))
+
+
 # ---------------------------------------------------------------- the registry
 
 
@@ -154,5 +162,9 @@ OPS: dict[str, OpDef] = _registry(
     OpDef("conv", "RegularConv", regular_conv_cost,
           "a regular kxk conv (then SE); with expand_ratio > 1 it widens and a 1x1 projection follows "
           "(Fused-MBConv)."),
+    OpDef("identity", "ProjectingIdentity", identity_cost,
+          "the input unchanged when the layer keeps stride 1 and width, else a 1x1 conv (the layer's stride, "
+          "no bias) + BN to the output width (NAS-Bench-Macro's identity); no other shortcut.",
+          fixed={"kernel": 1, "expand_ratio": 1, "se_ratio": 0, "skip": "none"}),
 )
 """Op name -> its :class:`OpDef`, in the spec vocabulary's order."""

@@ -94,7 +94,7 @@ INVALID = [
     ("expand-below-1", at(("stages", 1, "expand_ratio"), 0.5), "stages[1].expand_ratio: must be in [1, 16], got 0.5"),
     ("expand-too-big", at(("stages", 1, "expand_ratio"), 17), "stages[1].expand_ratio: must be in [1, 16], got 17"),
     ("unknown-op", at(("stages", 3, "op"), "fused_mbconv"),
-     'stages[3].op: must be one of mbconv, dwconv, conv; got "fused_mbconv"'),
+     'stages[3].op: must be one of mbconv, dwconv, conv, identity; got "fused_mbconv"'),
     ("unknown-skip", at(("stages", 3, "skip"), "residual"),
      'stages[3].skip: must be one of identity, none, pool; got "residual"'),
     ("unknown-activation", at(("activation",), "gelu"), 'activation: must be one of swish, relu, relu6; got "gelu"'),
