@@ -65,3 +65,38 @@ def test_the_grid_records_reason_and_reads_old_journals(tmp_path, old_name):
     again = run_grid_search(base, ev2, output_dir=tmp_path, max_candidates=3, progress=False)
     assert calls2 == []
     assert [c["reason"] for c in again.candidates if c["state"] == "FAIL"] == ["loss is nan"]
+
+
+def _optunas_own_journal(path):
+    """Optuna's JournalStorage on the file backend of the installed version (what optuna-dashboard opens)."""
+    from optuna.storages import JournalStorage
+
+    try:
+        from optuna.storages.journal import JournalFileBackend  # Optuna >= 4.0
+    except ImportError:  # Optuna 3.x
+        from optuna.storages import JournalFileStorage as JournalFileBackend
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def test_a_searchs_study_journal_opens_with_optunas_own_journal_storage(tmp_path):
+    """docs/search.md: `optuna-dashboard runs/<run>/study.journal` shows a search; the journal is Optuna's own
+    format, read back here with Optuna's classes alone: one study, its trials, values and parameters."""
+    import csv
+
+    from nas.cli.search import main
+
+    out = tmp_path / "run"
+    assert main(["--target-flops", "400M", "--estimator", "proxy:flops", "--budget", "4", "--strategy", "random",
+                 "--output", str(out), "--no-progress"]) == 0
+    storage = _optunas_own_journal(out / "study.journal")
+    summaries = optuna.get_all_study_summaries(storage)
+    assert len(summaries) == 1
+    study = optuna.load_study(study_name=summaries[0].study_name, storage=storage)
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(complete) == summary["n_trials_complete"] == 4
+    rows = {int(r["number"]): r for r in csv.DictReader(open(out / "trials.csv"))}
+    for t in complete:
+        assert t.value == pytest.approx(float(rows[t.number]["reward"]))
+        assert rows[t.number]["param_s1_op"] == str(t.params["s1_op"])
+    assert study.best_value == pytest.approx(summary["best"]["reward"])
