@@ -51,6 +51,12 @@ def _parser() -> ArgumentParser:
     t.add_argument("--limit-train", type=positive_int("--limit-train"), help="use only N training images")
     t.add_argument("--random-members", type=non_negative_int("--random-members"), default=2,
                    help="random members per step besides the largest and smallest (default 2)")
+    t.add_argument("--smallest", choices=("dwconv", "mbconv", "rotate", "none"), default=None,
+                   help="the sandwich's narrow end: the smallest member of the depthwise-separable branch, of the "
+                        "MBConv branch, of each branch in turn, or none (default: the library's, see docs)")
+    t.add_argument("--weight-decay", type=float, default=None, help="default: the recipe's")
+    t.add_argument("--zero-init-residual", action="store_true",
+                   help="start layers that can add an identity as the identity (BigNAS)")
     t.add_argument("--eval-images", type=non_negative_int("--eval-images"), default=1000,
                    help="held-out images for the per-epoch check of the largest and smallest (0: none)")
     t.add_argument("--checkpoint-minutes", type=float, default=10.0,
@@ -138,9 +144,14 @@ def _train(args) -> int:
             read_checkpoint(out)
         except SupernetError as e:
             raise RuntimeFailure(str(e)) from None
+    if args.weight_decay is not None and not args.weight_decay >= 0:
+        raise UsageError(f"--weight-decay must be >= 0, got {args.weight_decay}")
+    options = {k: v for k, v in (("smallest", args.smallest), ("weight_decay", args.weight_decay)) if v is not None}
+    if args.zero_init_residual:
+        options["zero_init_residual"] = True
     cfg = TrainConfig(space=args.space, data=args.data, epochs=args.epochs, resolution=args.resolution,
                       batch_size=args.batch_size, recipe=args.recipe, seed=args.seed, limit_train=args.limit_train,
-                      random_members=args.random_members, eval_images=args.eval_images)
+                      random_members=args.random_members, eval_images=args.eval_images, **options)
     try:
         s = train_supernet(cfg, data, out, device=str(device), progress=not args.quiet,
                            checkpoint_seconds=args.checkpoint_minutes * 60, max_steps=args.max_steps)
@@ -148,6 +159,8 @@ def _train(args) -> int:
         if "other settings" in str(e):
             raise UsageError(str(e)) from None
         raise RuntimeFailure(str(e)) from None
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, one process reports
+        return 0
     if args.json:
         sys.stdout.write(json.dumps(s) + "\n")
     else:
@@ -157,7 +170,7 @@ def _train(args) -> int:
         state = "complete" if s["complete"] else f"stopped at step {s['step']} of {s['total_steps']} (rerun to resume)"
         sys.stdout.write(f"supernet {s['space']} on {s['data_name']}: {state}{acc}\n"
                          f"{s['train_seconds']:.0f} s of training, {s['images_per_second']:.1f} images/s "
-                         f"(x{2 + args.random_members} members per image), peak RSS {s['peak_rss_mb']:.0f} MiB; "
+                         f"(x{s['members_per_step']} members per image), peak RSS {s['peak_rss_mb']:.0f} MiB; "
                          f"wrote {out}{os.sep}supernet.pt, train.json\n")
     return 0
 

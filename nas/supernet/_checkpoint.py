@@ -17,6 +17,9 @@ A dict read with ``torch.load(weights_only=True)`` (tensors and plain data only)
 from __future__ import annotations
 
 import io
+import pickle
+import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -41,6 +44,17 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def load_failure(e: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in a few whole words (torch's text is a page)."""
+    text = str(e)
+    hostile = re.search(r"GLOBAL ([\w.]+)", text)
+    if hostile:
+        return f"it asks to run Python object {hostile.group(1)}; only tensors and plain data are read"
+    if isinstance(e, pickle.UnpicklingError) or "Unpickl" in text:
+        return "its pickled data is not a checkpoint's"
+    return "truncated, or not a file written by torch.save"
+
+
 def _checkpoint_path(where: str | Path) -> Path:
     p = Path(where)
     return p / CHECKPOINT if p.is_dir() or not p.suffix else p
@@ -52,10 +66,11 @@ def read_checkpoint(where: str | Path) -> dict:
     if not path.is_file():
         raise SupernetError(f"{where}: no supernet checkpoint ({CHECKPOINT}) found")
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's own warnings about the file would leak onto stderr
+            warnings.simplefilter("ignore")
+            ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, not a torch file, forbidden pickle content: all mean corrupt
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SupernetError(f"{path}: corrupt or unreadable supernet checkpoint ({first[:160]})") from None
+        raise SupernetError(f"{path}: corrupt or unreadable supernet checkpoint ({load_failure(e)})") from None
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
         raise SupernetError(f"{path}: not a supernet checkpoint (format is not {FORMAT!r})")
     if ck.get("version") != VERSION:

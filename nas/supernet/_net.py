@@ -198,13 +198,20 @@ def _op_kinds(space: MnasNetSpace) -> dict[str, tuple[str, float]]:
     return out
 
 
-def _extreme(space: MnasNetSpace, largest: bool) -> dict:
-    """The choice dict of the largest (or smallest) member: per choice the value that costs most (least)."""
+def _extreme(space: MnasNetSpace, largest: bool, op: str | None = None) -> dict:
+    """The choice dict of the largest (or smallest) member: per choice the value that costs most (least).
+
+    ``op`` (a spec op: ``mbconv``, ``dwconv`` or ``conv``) keeps the member on that op
+    branch: the smallest MBConv is expand 3, the same weights as the largest's first half.
+    """
     kinds = _op_kinds(space)
     pick = max if largest else min
     # MBConv 6 is the widest shared path (the teacher of the sandwich rule), depthwise-separable the
     # narrowest; the regular conv keeps weights of its own and is trained through the random members.
-    shared = [o for o in CHOICES["op"] if kinds[o][0] != "conv"]
+    shared = [o for o in CHOICES["op"] if kinds[o][0] != "conv"] if op is None else \
+        [o for o in CHOICES["op"] if kinds[o][0] == op]
+    if not shared:
+        raise SupernetError(f"no op choice {op!r} in space {space.name}")
     op = pick(shared, key=lambda o: kinds[o][1])
     per_stage = {"op": op, "kernel": pick(CHOICES["kernel"]), "se": pick(CHOICES["se"]),
                  "skip": "pool" if largest else "none", "filters": pick(CHOICES["filters"]),
@@ -246,6 +253,23 @@ class Supernet(nn.Module):
         self._init_weights()
         self.largest = self.member(big)
         self.smallest = self.member(space.decode(_extreme(space, largest=False)))
+        # the smallest member of each op branch (the sandwich's narrow end when it rotates over branches)
+        self.smallest_of = {op: self.member(space.decode(_extreme(space, largest=False, op=op)))
+                            for op in dict.fromkeys(k for k, _ in kinds.values())}
+
+    def zero_init_residual(self) -> None:
+        """Zero the last BN's scale of every layer that can add an identity (BigNAS).
+
+        Layers after a stage's first keep their shape, so with an identity or pooling skip
+        they start as the identity: a deep member starts as its shallow self.  A stage's
+        first layer is left alone (it reshapes; with skip ``none`` zeroing would cut the path).
+        """
+        with torch.no_grad():
+            for layers in self.stages:
+                for layer in list(layers)[1:]:
+                    for name, branch in layer.ops.items():
+                        last = branch.conv if name == "conv" else branch.project
+                        last[1].weight.zero_()
 
     def _init_weights(self) -> None:
         init_reference_weights(self.modules())  # nas.build's, at the largest shapes

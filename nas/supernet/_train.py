@@ -33,6 +33,7 @@ from search_spaces import get_space
 from ..atomic import atomic_write_text
 from ..train import MEMORY_FORMAT, RECIPES, Recipe
 from ._checkpoint import CHECKPOINT, read_checkpoint, save_checkpoint
+from ._distributed import World, average_gradients, broadcast_parameters, join, leave
 from ._net import Supernet, SupernetError
 from ._score import calibration_batches, inherit, _to
 
@@ -59,6 +60,12 @@ class TrainConfig:
     seed: int = 0
     limit_train: int | None = None
     random_members: int = 2  # BigNAS's sandwich: largest + smallest + 2 random
+    # The sandwich's narrow end: "dwconv" (the depthwise-separable branch's smallest), "mbconv" (the
+    # MBConv branch's, expand 3: the largest's own weights), "rotate" (each op branch's smallest in
+    # turn, one per step) or "none" (the largest and random members only).
+    smallest: str = "dwconv"
+    weight_decay: float | None = None  # None: the recipe's
+    zero_init_residual: bool = False  # BigNAS: layers that can add an identity start as the identity
     eval_images: int = 1000  # held-out images for the per-epoch check of the largest and smallest
     calibration_images: int = 500  # for that check only; scoring has its own setting
 
@@ -79,13 +86,31 @@ def _sgd(groups, r: Recipe, lr: float):
 OPTIMIZERS = {"adamw": _adamw, "sgd": _sgd}
 
 
-def _optimizer(recipe: Recipe, net: Supernet, lr: float):
+SMALLEST = ("dwconv", "mbconv", "rotate", "none")
+# What a checkpoint written before these settings existed was trained with (version 1 files).
+_BEFORE_SETTINGS = {"smallest": "dwconv", "weight_decay": None, "zero_init_residual": False}
+
+
+def sandwich(net: Supernet, cfg: TrainConfig, step: int) -> list:
+    """The members of one step: the largest (trained on the labels) first, then the distilled ones.
+
+    The random members are a function of (seed, step), so a resumed run repeats them.
+    """
+    rng = random.Random(f"{cfg.seed}:{step}")
+    ops = list(net.smallest_of)
+    narrow = {"dwconv": [net.smallest], "mbconv": [net.smallest_of.get("mbconv", net.smallest)], "none": [],
+              "rotate": [net.smallest_of[ops[step % len(ops)]]]}[cfg.smallest]
+    return [net.largest, *narrow] + [net.sample(rng) for _ in range(cfg.random_members)]
+
+
+def _optimizer(recipe: Recipe, net: Supernet, lr: float, weight_decay: float | None = None):
     if recipe.optimizer not in OPTIMIZERS:
         raise SupernetError(f"recipe {recipe.name}: optimizer {recipe.optimizer} is not supported for supernet "
                             f"training (use a recipe with {' or '.join(OPTIMIZERS)})")
     # no weight decay on BN parameters and biases, as in nas.train
     params = list(net.parameters())
-    groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": recipe.weight_decay},
+    decay = recipe.weight_decay if weight_decay is None else weight_decay
+    groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": decay},
               {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
     return OPTIMIZERS[recipe.optimizer](groups, recipe, lr)
 
@@ -125,9 +150,27 @@ def train_supernet(cfg: TrainConfig, dataset, output: str | Path, *, device: str
         raise SupernetError(f"unknown recipe {cfg.recipe!r}; recipes: {', '.join(RECIPES)}")
     if cfg.batch_size < 2:
         raise SupernetError("batch size must be at least 2 (BatchNorm)")
+    if cfg.smallest not in SMALLEST:
+        raise SupernetError(f"unknown sandwich end {cfg.smallest!r}; choose from {', '.join(SMALLEST)}")
+    if cfg.weight_decay is not None and not cfg.weight_decay >= 0:
+        raise SupernetError(f"weight decay must be >= 0, got {cfg.weight_decay}")
     space = get_space(cfg.space)
     dev = resolve_device(device)
-    out = Path(output)
+    world = join(dev)
+    if world.size > 1:
+        if dev.type == "cuda":  # one GPU per process, as torchrun's LOCAL_RANK says
+            dev = torch.device("cuda", world.local_rank)
+            torch.cuda.set_device(dev)
+        if cfg.batch_size % world.size or cfg.batch_size // world.size < 2:
+            raise SupernetError(f"the batch of {cfg.batch_size} does not split into {world.size} processes of "
+                                f"at least 2 images each (BatchNorm)")
+    try:
+        return _train(cfg, dataset, Path(output), space, dev, world, progress, checkpoint_seconds, max_steps)
+    finally:
+        leave(world)
+
+
+def _train(cfg, dataset, out, space, dev, world, progress, checkpoint_seconds, max_steps):
     path = out / CHECKPOINT
     recipe = RECIPES[cfg.recipe]
     base = space.base
@@ -145,9 +188,9 @@ def train_supernet(cfg: TrainConfig, dataset, output: str | Path, *, device: str
     resumed = None
     if path.exists():
         resumed = read_checkpoint(path)
-        if resumed["config"] != cfg.to_dict():
-            diff = sorted(k for k in set(resumed["config"]) | set(cfg.to_dict())
-                          if resumed["config"].get(k) != cfg.to_dict().get(k))
+        had = {**_BEFORE_SETTINGS, **resumed["config"]}
+        if had != cfg.to_dict():
+            diff = sorted(k for k in set(had) | set(cfg.to_dict()) if had.get(k) != cfg.to_dict().get(k))
             raise SupernetError(f"{out} holds a supernet trained with other settings ({', '.join(diff)}); "
                                 f"rerun with the same settings to resume, or choose another --output")
         if resumed["complete"]:
@@ -156,38 +199,45 @@ def train_supernet(cfg: TrainConfig, dataset, output: str | Path, *, device: str
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         net = Supernet(space, num_classes=dataset.num_classes)
+        if cfg.zero_init_residual:
+            net.zero_init_residual()
         peak = recipe.peak_lr(cfg.batch_size)
-        opt = _optimizer(recipe, net, peak)
+        opt = _optimizer(recipe, net, peak, cfg.weight_decay)
         state = {"space": space.name, "skeleton": base.to_dict(), "num_classes": dataset.num_classes,
                  "classes": list(dataset.classes), "in_channels": channels, "config": cfg.to_dict(),
                  "data_name": dataset.name, "step": 0, "total_steps": total, "steps_per_epoch": spe,
                  "complete": False, "history": [], "train_seconds": 0.0, "train_cpu_seconds": 0.0,
-                 "peak_rss_mb": 0.0}
+                 "peak_rss_mb": 0.0, "world_size": world.size, "global_batch": cfg.batch_size}
         if resumed is not None:
             net.load_state_dict(resumed["model"], strict=True)
             opt.load_state_dict(resumed["optimizer"])
             torch.set_rng_state(resumed["torch_rng"])
             state.update({k: resumed[k] for k in ("step", "history", "train_seconds")})
             state["train_cpu_seconds"] = resumed.get("train_cpu_seconds", 0.0)
+        broadcast_parameters(net, world)
         # channels-last, as nas.train: the largest member's step measured 1.6-2.6x faster here (under load)
         net.to(dev, memory_format=MEMORY_FORMAT)
         for group in opt.state.values():  # the optimizer state follows its parameters to the device
             for k, v in group.items():
                 if torch.is_tensor(v) and v.device != dev and v.ndim > 0:
                     group[k] = v.to(dev)
-        out.mkdir(parents=True, exist_ok=True)
-        return _loop(cfg, dataset, net, opt, recipe, loader, state, out, dev, progress, checkpoint_seconds,
-                     max_steps)
+        if world.main:
+            out.mkdir(parents=True, exist_ok=True)
+        return _loop(cfg, dataset, net, opt, recipe, loader, state, out, dev, progress and world.main,
+                     checkpoint_seconds, max_steps, world)
 
 
-def _loop(cfg, dataset, net, opt, recipe, loader, state, out, dev, progress, checkpoint_seconds, max_steps):
+def _loop(cfg, dataset, net, opt, recipe, loader, state, out, dev, progress, checkpoint_seconds, max_steps,
+          world: World = World()):
     spe, total = state["steps_per_epoch"], state["total_steps"]
     step = state["step"]
     peak = recipe.peak_lr(cfg.batch_size)
     dropout = net.space.base.dropout
-    members = 2 + cfg.random_members
+    members = len(sandwich(net, cfg, 0))
     calib = val = None
-    if cfg.eval_images > 0:
+    share = cfg.batch_size // world.size  # this process's part of every global batch
+    params = list(net.parameters())
+    if cfg.eval_images > 0 and world.main:
         calib = calibration_batches(dataset, resolution=cfg.resolution, channels=net.space.base.in_channels,
                                     images=cfg.calibration_images, batch_size=cfg.batch_size)
         val = list(dataset.loader("val", batch_size=256, resolution=cfg.resolution,
@@ -196,6 +246,8 @@ def _loop(cfg, dataset, net, opt, recipe, loader, state, out, dev, progress, che
 
     def checkpoint(complete: bool = False) -> None:
         state.update(step=step, complete=complete, peak_rss_mb=max(state["peak_rss_mb"], peak_rss_mb()))
+        if not world.main:  # one writer
+            return
         payload = {**state, "model": {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()},
                    "torch_rng": torch.get_rng_state()}
         if not complete:  # a finished supernet needs no optimizer: a third of the size
@@ -223,27 +275,30 @@ def _loop(cfg, dataset, net, opt, recipe, loader, state, out, dev, progress, che
                     continue  # resuming inside an epoch: the order of (seed, epoch) is replayed
                 if max_steps is not None and step >= max_steps:
                     break
+                n_global = int(y.shape[0])
+                if world.size > 1:
+                    x, y = x[world.rank * share:(world.rank + 1) * share], y[world.rank * share:(world.rank + 1) * share]
                 x, y = x.to(dev).contiguous(memory_format=MEMORY_FORMAT), y.to(dev)
                 f = recipe.lr_factor(step, total)
                 for g in opt.param_groups:
                     g["lr"] = peak * f
                 opt.zero_grad(set_to_none=True)
-                rng = random.Random(f"{cfg.seed}:{step}")
-                sandwich = [net.largest, net.smallest] + [net.sample(rng) for _ in range(cfg.random_members)]
-                logits = net(x, sandwich[0], dropout=dropout)
+                chosen = sandwich(net, cfg, step)
+                logits = net(x, chosen[0], dropout=dropout)
                 loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
                 loss.backward()
                 soft = F.softmax(logits.detach(), dim=1)
                 value = float(loss.detach())
-                for m in sandwich[1:]:
+                for m in chosen[1:]:
                     distill = _soft_cross_entropy(net(x, m), soft)
                     distill.backward()
                     value += float(distill.detach())
                 if not math.isfinite(value):
                     raise _Diverged(f"loss became {value} at step {step + 1}")
+                average_gradients(params, world)
                 opt.step()
                 step += 1
-                images_run += int(y.shape[0])
+                images_run += n_global
                 epoch_loss += value / members
                 epoch_n += 1
                 if bar is not None:
@@ -257,7 +312,7 @@ def _loop(cfg, dataset, net, opt, recipe, loader, state, out, dev, progress, che
                     last_save = time.monotonic()
             state["train_seconds"] += time.perf_counter() - t0
             state["train_cpu_seconds"] += time.process_time() - c0
-            if step % spe == 0 and step > 0:
+            if step % spe == 0 and step > 0 and world.main:
                 entry = {"epoch": step // spe, "step": step, "train_loss": epoch_loss / max(1, epoch_n),
                          "seconds": state["train_seconds"]}
                 if val is not None:
@@ -305,7 +360,9 @@ def _summary(state: dict) -> dict:
     keys = ("space", "data_name", "num_classes", "config", "step", "total_steps", "steps_per_epoch", "complete",
             "history", "train_seconds", "train_cpu_seconds", "peak_rss_mb")
     s = {k: state.get(k) for k in keys}
+    s["world_size"], s["global_batch"] = state.get("world_size", 1), state.get("global_batch")
     cfg = state["config"]
+    s["members_per_step"] = 1 + {"none": 0}.get(cfg.get("smallest", "dwconv"), 1) + cfg["random_members"]
     images = state["step"] * cfg["batch_size"]
     s["images_per_second"] = images / state["train_seconds"] if state["train_seconds"] else 0.0
     return s
