@@ -52,6 +52,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "no-weight-decay": ("today's sandwich, weight decay 0", {"weight_decay": 0.0}),
     "zero-init-residual": ("today's sandwich, last BN scale 0 in layers that can add an identity (BigNAS)",
                            {"zero_init_residual": True}),
+    "progressive": ("Once-for-All's progressive shrinking: the largest alone, then kernel, depth, width, SE, skip, "
+                    "op made elastic one per phase (7 equal phases)", {"schedule": "progressive"}),
     "sgd": ("today's sandwich with the resnet recipe (SGD, momentum 0.9, nesterov)", {"recipe": "resnet"}),
 }
 

@@ -54,6 +54,19 @@ def test_the_sandwich_ends(net):
     assert len(none) == 4 and none[0] is net.largest
 
 
+def test_progressive_shrinking_opens_one_choice_per_phase(net):
+    cfg = TrainConfig(schedule="progressive", **TINY)
+    total = 70  # 7 phases of 10 steps
+    first = sandwich(net, cfg, 0, total)
+    assert [m.fingerprint() for m in first] == [net.largest.fingerprint()]  # the largest alone
+    top = net.largest.choices
+    for step, elastic in ((10, {"kernel"}), (25, {"kernel", "layers"})):
+        for m in sandwich(net, cfg, step, total):
+            assert {n.split("_", 1)[1] for n, v in m.choices.items() if v != top[n]} <= elastic
+    last = sandwich(net, cfg, total - 1, total)  # every choice elastic: the sandwich's own members
+    assert [m.fingerprint() for m in last] == [m.fingerprint() for m in sandwich(net, TrainConfig(**TINY), total - 1)]
+
+
 def test_zero_init_residual_makes_a_deep_member_start_as_its_shallow_self(one_torch_thread):
     torch.manual_seed(0)
     n = Supernet(SPACE, num_classes=10)

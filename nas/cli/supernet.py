@@ -54,6 +54,9 @@ def _parser() -> ArgumentParser:
     t.add_argument("--smallest", choices=("dwconv", "mbconv", "rotate", "none"), default=None,
                    help="the sandwich's narrow end: the smallest member of the depthwise-separable branch, of the "
                         "MBConv branch, of each branch in turn, or none (default: the library's, see docs)")
+    t.add_argument("--schedule", choices=("sandwich", "progressive"), default=None,
+                   help="sandwich: every choice elastic from the start; progressive: Once-for-All's shrinking, "
+                        "one choice per phase (default: the library's)")
     t.add_argument("--weight-decay", type=float, default=None, help="default: the recipe's")
     t.add_argument("--zero-init-residual", action="store_true",
                    help="start layers that can add an identity as the identity (BigNAS)")
@@ -146,7 +149,8 @@ def _train(args) -> int:
             raise RuntimeFailure(str(e)) from None
     if args.weight_decay is not None and not args.weight_decay >= 0:
         raise UsageError(f"--weight-decay must be >= 0, got {args.weight_decay}")
-    options = {k: v for k, v in (("smallest", args.smallest), ("weight_decay", args.weight_decay)) if v is not None}
+    options = {k: v for k, v in (("smallest", args.smallest), ("weight_decay", args.weight_decay),
+                                 ("schedule", args.schedule)) if v is not None}
     if args.zero_init_residual:
         options["zero_init_residual"] = True
     cfg = TrainConfig(space=args.space, data=args.data, epochs=args.epochs, resolution=args.resolution,

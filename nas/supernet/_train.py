@@ -66,6 +66,9 @@ class TrainConfig:
     smallest: str = "dwconv"
     weight_decay: float | None = None  # None: the recipe's
     zero_init_residual: bool = False  # BigNAS: layers that can add an identity start as the identity
+    # "sandwich": every choice elastic from the first step; "progressive": Once-for-All's progressive
+    # shrinking, one choice made elastic per phase (PROGRESSIVE_ORDER), the largest alone first.
+    schedule: str = "sandwich"
     eval_images: int = 1000  # held-out images for the per-epoch check of the largest and smallest
     calibration_images: int = 500  # for that check only; scoring has its own setting
 
@@ -87,20 +90,39 @@ OPTIMIZERS = {"adamw": _adamw, "sgd": _sgd}
 
 
 SMALLEST = ("dwconv", "mbconv", "rotate", "none")
+SCHEDULES = ("sandwich", "progressive")
+# Once-for-All shrinks kernel, then depth, then width; this space adds SE, skip and op, last the op
+# (its branches hold separate weights, so it is the choice least like the largest member).
+PROGRESSIVE_ORDER = ("kernel", "layers", "filters", "se", "skip", "op")
 # What a checkpoint written before these settings existed was trained with (version 1 files).
-_BEFORE_SETTINGS = {"smallest": "dwconv", "weight_decay": None, "zero_init_residual": False}
+_BEFORE_SETTINGS = {"smallest": "dwconv", "weight_decay": None, "zero_init_residual": False, "schedule": "sandwich"}
 
 
-def sandwich(net: Supernet, cfg: TrainConfig, step: int) -> list:
+def sandwich(net: Supernet, cfg: TrainConfig, step: int, total: int | None = None) -> list:
     """The members of one step: the largest (trained on the labels) first, then the distilled ones.
 
-    The random members are a function of (seed, step), so a resumed run repeats them.
+    The random members are a function of (seed, step), so a resumed run repeats them.  With the
+    progressive schedule (``total``: the run's steps) only the choices of the current phase move
+    away from the largest member's, and a member equal to one before it is left out.
     """
     rng = random.Random(f"{cfg.seed}:{step}")
     ops = list(net.smallest_of)
     narrow = {"dwconv": [net.smallest], "mbconv": [net.smallest_of.get("mbconv", net.smallest)], "none": [],
               "rotate": [net.smallest_of[ops[step % len(ops)]]]}[cfg.smallest]
-    return [net.largest, *narrow] + [net.sample(rng) for _ in range(cfg.random_members)]
+    members = [net.largest, *narrow] + [net.sample(rng) for _ in range(cfg.random_members)]
+    if cfg.schedule != "progressive":
+        return members
+    phase = min(len(PROGRESSIVE_ORDER), step * (len(PROGRESSIVE_ORDER) + 1) // max(1, total or 1))
+    elastic = PROGRESSIVE_ORDER[:phase]
+    top = net.largest.choices
+    out, seen = [], set()
+    for m in members:
+        c = {n: (v if n.split("_", 1)[1] in elastic else top[n]) for n, v in m.choices.items()}
+        m = net.member(net.space.decode(c))
+        if m.fingerprint() not in seen:
+            seen.add(m.fingerprint())
+            out.append(m)
+    return out
 
 
 def _optimizer(recipe: Recipe, net: Supernet, lr: float, weight_decay: float | None = None):
@@ -150,6 +172,8 @@ def train_supernet(cfg: TrainConfig, dataset, output: str | Path, *, device: str
         raise SupernetError(f"unknown recipe {cfg.recipe!r}; recipes: {', '.join(RECIPES)}")
     if cfg.batch_size < 2:
         raise SupernetError("batch size must be at least 2 (BatchNorm)")
+    if cfg.schedule not in SCHEDULES:
+        raise SupernetError(f"unknown schedule {cfg.schedule!r}; choose from {', '.join(SCHEDULES)}")
     if cfg.smallest not in SMALLEST:
         raise SupernetError(f"unknown sandwich end {cfg.smallest!r}; choose from {', '.join(SMALLEST)}")
     if cfg.weight_decay is not None and not cfg.weight_decay >= 0:
@@ -233,7 +257,7 @@ def _loop(cfg, dataset, net, opt, recipe, loader, state, out, dev, progress, che
     step = state["step"]
     peak = recipe.peak_lr(cfg.batch_size)
     dropout = net.space.base.dropout
-    members = len(sandwich(net, cfg, 0))
+    members = len(sandwich(net, cfg, total - 1, total))
     calib = val = None
     share = cfg.batch_size // world.size  # this process's part of every global batch
     params = list(net.parameters())
@@ -283,7 +307,7 @@ def _loop(cfg, dataset, net, opt, recipe, loader, state, out, dev, progress, che
                 for g in opt.param_groups:
                     g["lr"] = peak * f
                 opt.zero_grad(set_to_none=True)
-                chosen = sandwich(net, cfg, step)
+                chosen = sandwich(net, cfg, step, total)
                 logits = net(x, chosen[0], dropout=dropout)
                 loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
                 loss.backward()
