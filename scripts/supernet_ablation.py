@@ -54,6 +54,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
                            {"zero_init_residual": True}),
     "progressive": ("Once-for-All's progressive shrinking: the largest alone, then kernel, depth, width, SE, skip, "
                     "op made elastic one per phase (7 equal phases)", {"schedule": "progressive"}),
+    "plain-bn": ("today's sandwich, each branch's last BN private to layers without a shortcut",
+                 {"plain_bn": True}),
     "sgd": ("today's sandwich with the resnet recipe (SGD, momentum 0.9, nesterov)", {"recipe": "resnet"}),
 }
 

@@ -67,6 +67,31 @@ def test_progressive_shrinking_opens_one_choice_per_phase(net):
     assert [m.fingerprint() for m in last] == [m.fingerprint() for m in sandwich(net, TrainConfig(**TINY), total - 1)]
 
 
+def test_plain_bn_extraction_equals_the_supernet(one_torch_thread):
+    """With private BN for layers without a shortcut, extraction still builds exactly the member."""
+    from nas.build import build_model
+    torch.manual_seed(0)
+    n = Supernet(SPACE, num_classes=10, plain_bn=True).eval()
+    g = torch.Generator().manual_seed(1)
+    for m in n.modules():  # fresh BN would hide a wrong twin
+        if isinstance(m, torch.nn.BatchNorm2d):
+            for t in (m.running_mean, m.running_var, m.weight.data, m.bias.data):
+                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+    rng = random.Random(0)
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    for skip in ("none", "identity", "pool"):
+        c = {**SPACE.sample(rng), **{k: skip for k in SPACE.param_names if k.endswith("_skip")}}
+        member = n.member(SPACE.decode(c))
+        model = build_model(member.spec)
+        model.load_state_dict(n.extract(member), strict=True)
+        with torch.no_grad():
+            want, got = n(x, member), model.eval()(x)
+        assert want.abs().max() > 1e-2
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    # the twins differ, so a member without shortcuts reads other BN values than one with them
+    assert not torch.equal(n.stages[1][1].ops["mbconv"].project[1].weight, n.stages[1][1].ops["mbconv"].project[2].weight)
+
+
 def test_zero_init_residual_makes_a_deep_member_start_as_its_shallow_self(one_torch_thread):
     torch.manual_seed(0)
     n = Supernet(SPACE, num_classes=10)

@@ -58,6 +58,8 @@ def _parser() -> ArgumentParser:
                    help="sandwich: every choice elastic from the start; progressive: Once-for-All's shrinking, "
                         "one choice per phase (default: the library's)")
     t.add_argument("--weight-decay", type=float, default=None, help="default: the recipe's")
+    t.add_argument("--plain-bn", action="store_true",
+                   help="a private last BN per branch for layers that add no shortcut (default: the library's)")
     t.add_argument("--zero-init-residual", action="store_true",
                    help="start layers that can add an identity as the identity (BigNAS)")
     t.add_argument("--eval-images", type=non_negative_int("--eval-images"), default=1000,
@@ -151,8 +153,9 @@ def _train(args) -> int:
         raise UsageError(f"--weight-decay must be >= 0, got {args.weight_decay}")
     options = {k: v for k, v in (("smallest", args.smallest), ("weight_decay", args.weight_decay),
                                  ("schedule", args.schedule)) if v is not None}
-    if args.zero_init_residual:
-        options["zero_init_residual"] = True
+    for flag in ("zero_init_residual", "plain_bn"):
+        if getattr(args, flag):
+            options[flag] = True
     cfg = TrainConfig(space=args.space, data=args.data, epochs=args.epochs, resolution=args.resolution,
                       batch_size=args.batch_size, recipe=args.recipe, seed=args.seed, limit_train=args.limit_train,
                       random_members=args.random_members, eval_images=args.eval_images, **options)

@@ -91,7 +91,8 @@ def load_supernet(where: str | Path, device: str | torch.device = "cpu") -> tupl
     space = SPACES[name]
     if ck["skeleton"] != space.base.to_dict():
         raise SupernetError(f"{where}: the supernet was trained on another version of space {name}'s skeleton")
-    net = Supernet(space, num_classes=int(ck["num_classes"]))
+    config = ck["config"] if isinstance(ck["config"], dict) else {}
+    net = Supernet(space, num_classes=int(ck["num_classes"]), plain_bn=bool(config.get("plain_bn", False)))
     try:
         net.load_state_dict(ck["model"], strict=True)
     except RuntimeError as e:

@@ -61,14 +61,15 @@ class DynamicConvBN(nn.Sequential):
     """
 
     def __init__(self, max_in: int, max_out: int, kernel: int, *, depthwise: bool = False,
-                 bn_eps: float = 1e-3, bn_momentum: float = 0.01):
-        super().__init__(nn.Conv2d(max_in, max_out, kernel, groups=max_out if depthwise else 1, bias=False),
-                         nn.BatchNorm2d(max_out, eps=bn_eps, momentum=bn_momentum))
+                 bn_eps: float = 1e-3, bn_momentum: float = 0.01, plain_bn: bool = False):
+        bns = [nn.BatchNorm2d(max_out, eps=bn_eps, momentum=bn_momentum) for _ in range(2 if plain_bn else 1)]
+        super().__init__(nn.Conv2d(max_in, max_out, kernel, groups=max_out if depthwise else 1, bias=False), *bns)
         self.depthwise = depthwise
 
     def forward(self, x: torch.Tensor, out_channels: int, kernel: int | None = None,  # type: ignore[override]
-                stride: int = 1) -> torch.Tensor:
-        conv, bn = self[0], self[1]
+                stride: int = 1, plain: bool = False) -> torch.Tensor:
+        """``plain``: the layer adds no shortcut, so its private BN (``2``, when there is one) normalises."""
+        conv, bn = self[0], self[2 if plain and len(self) > 2 else 1]
         cin = x.shape[1]
         big = conv.kernel_size[0]
         k = big if kernel is None else kernel
@@ -120,9 +121,11 @@ class _Limits:
 class SuperLayer(nn.Module):
     """One layer position of a stage: an MBConv, a depthwise-separable and a regular-conv branch."""
 
-    def __init__(self, lim: _Limits, activation: str, se_activation: str, bn_eps: float, bn_momentum: float):
+    def __init__(self, lim: _Limits, activation: str, se_activation: str, bn_eps: float, bn_momentum: float,
+                 plain_bn: bool = False):
         super().__init__()
         bn = dict(bn_eps=bn_eps, bn_momentum=bn_momentum)
+        last = dict(bn, plain_bn=plain_bn)  # each branch's last BN: private to plain use when asked
         k = lim.max_kernel
         sq = se_channels(lim.max_in, lim.max_se)
         mid = expanded_channels(lim.max_in, lim.max_expand)
@@ -131,13 +134,13 @@ class SuperLayer(nn.Module):
         mb.expand = DynamicConvBN(lim.max_in, mid, 1, **bn)
         mb.depthwise = DynamicConvBN(mid, mid, k, depthwise=True, **bn)
         mb.se = DynamicSE(mid, sq, se_activation)
-        mb.project = DynamicConvBN(mid, lim.max_out, 1, **bn)
+        mb.project = DynamicConvBN(mid, lim.max_out, 1, **last)
         dw = _Branch()  # depthwise on the input -> SE -> project
         dw.depthwise = DynamicConvBN(lim.max_in, lim.max_in, k, depthwise=True, **bn)
         dw.se = DynamicSE(lim.max_in, sq, se_activation)
-        dw.project = DynamicConvBN(lim.max_in, lim.max_out, 1, **bn)
+        dw.project = DynamicConvBN(lim.max_in, lim.max_out, 1, **last)
         cv = _Branch()  # a full kxk conv -> SE (on its output, squeezed by the input width)
-        cv.conv = DynamicConvBN(lim.max_in, lim.max_out, k, **bn)
+        cv.conv = DynamicConvBN(lim.max_in, lim.max_out, k, **last)
         cv.se = DynamicSE(lim.max_out, sq, se_activation)
         self.ops = nn.ModuleDict({"mbconv": mb, "dwconv": dw, "conv": cv})
         if lim.shortcut:
@@ -147,8 +150,9 @@ class SuperLayer(nn.Module):
     def forward(self, x: torch.Tensor, p: LayerPlan) -> torch.Tensor:
         s, cin, cout = p.stage, p.in_channels, p.stage.out_channels
         branch = self.ops[s.op]
+        plain = not adds_shortcut(p)
         if s.op == "conv":
-            h = self.act(branch.conv(x, cout, s.kernel, p.stride))
+            h = self.act(branch.conv(x, cout, s.kernel, p.stride, plain=plain))
             if s.se_ratio > 0:
                 h = branch.se(h, se_channels(cin, s.se_ratio))
         else:
@@ -157,7 +161,7 @@ class SuperLayer(nn.Module):
             h = self.act(branch.depthwise(h, mid, s.kernel, p.stride))
             if s.se_ratio > 0:
                 h = branch.se(h, se_channels(cin, s.se_ratio))
-            h = branch.project(h, cout)
+            h = branch.project(h, cout, plain=plain)
         # the shortcut rules of nas.blocks._Layer, decided per member
         reshapes = p.stride != 1 or cin != cout
         if s.skip == "pool":
@@ -170,6 +174,12 @@ class SuperLayer(nn.Module):
         if s.skip == "identity" and not reshapes:
             return h + x
         return h
+
+
+def adds_shortcut(p: LayerPlan) -> bool:
+    """Whether the layer adds a shortcut to its branch (nas.blocks._Layer's rules)."""
+    return p.stage.skip == "pool" or (p.stage.skip == "identity" and p.stride == 1
+                                      and p.in_channels == p.stage.out_channels)
 
 
 # ---------------------------------------------------------------- members
@@ -225,8 +235,15 @@ def _extreme(space: MnasNetSpace, largest: bool, op: str | None = None) -> dict:
 class Supernet(nn.Module):
     """All members of ``space`` in one network; ``forward(x, member)`` runs one of them."""
 
-    def __init__(self, space: MnasNetSpace, num_classes: int | None = None):
+    def __init__(self, space: MnasNetSpace, num_classes: int | None = None, *, plain_bn: bool = False):
+        """``plain_bn``: each branch's last BN has a private twin for layers that add no shortcut.
+
+        A branch trained as a residual learns a small correction to its input; the same weights
+        used without the shortcut must stand for the whole signal.  The twin (like slimmable
+        networks' private BN per width) lets the two uses keep their own scale and shift.
+        """
         super().__init__()
+        self.plain_bn = plain_bn
         base = space.base
         self.space = space
         self.num_classes = int(num_classes or base.num_classes)
@@ -244,7 +261,7 @@ class Supernet(nn.Module):
             for j in range(st.repeats):
                 lim = _Limits(cin if j == 0 else st.out_channels, st.out_channels, max_expand, max_kernel, max_se,
                               shortcut=j == 0)
-                layers.append(SuperLayer(lim, bs.activation, bs.se_activation, **bn))
+                layers.append(SuperLayer(lim, bs.activation, bs.se_activation, **bn, plain_bn=plain_bn))
             stages.append(nn.ModuleList(layers))
             cin = st.out_channels
         self.stages = nn.ModuleList(stages)
@@ -326,18 +343,25 @@ class Supernet(nn.Module):
         with torch.device("meta"):  # shapes only: nothing is allocated or initialised
             target = build_model(member.spec).state_dict()
         source = self.state_dict()
+        plain = {(p.stage_index, p.layer_index) for p in member.plans if not adds_shortcut(p)} if self.plain_bn \
+            else set()
         out = {}
         for key, ref in target.items():
-            src = source[self._source_key(key, member.spec)]
+            src = source[self._source_key(key, member.spec, plain)]
             out[key] = fit_tensor(src, tuple(ref.shape), key).detach().clone()
         return out
 
     @staticmethod
-    def _source_key(key: str, spec: Spec) -> str:
+    def _source_key(key: str, spec: Spec, plain: set = frozenset()) -> str:
         parts = key.split(".")
         if parts[0] == "stages" and parts[3] == "body":
-            op = spec.stages[int(parts[1])].op
-            return ".".join(parts[:3] + ["ops", op] + parts[4:])
+            i, j = int(parts[1]), int(parts[2])
+            op = spec.stages[i].op
+            rest = parts[4:]
+            # the branch's last BN (project.1, or conv.1 of a regular conv) comes from its plain twin
+            if (i, j) in plain and rest[:2] in (["project", "1"], ["conv", "1"]):
+                rest = [rest[0], "2", *rest[2:]]
+            return ".".join(parts[:3] + ["ops", op] + rest)
         return key
 
 

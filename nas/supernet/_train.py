@@ -69,6 +69,7 @@ class TrainConfig:
     # "sandwich": every choice elastic from the first step; "progressive": Once-for-All's progressive
     # shrinking, one choice made elastic per phase (PROGRESSIVE_ORDER), the largest alone first.
     schedule: str = "sandwich"
+    plain_bn: bool = False  # each branch's last BN has a private twin for layers that add no shortcut
     eval_images: int = 1000  # held-out images for the per-epoch check of the largest and smallest
     calibration_images: int = 500  # for that check only; scoring has its own setting
 
@@ -95,7 +96,8 @@ SCHEDULES = ("sandwich", "progressive")
 # (its branches hold separate weights, so it is the choice least like the largest member).
 PROGRESSIVE_ORDER = ("kernel", "layers", "filters", "se", "skip", "op")
 # What a checkpoint written before these settings existed was trained with (version 1 files).
-_BEFORE_SETTINGS = {"smallest": "dwconv", "weight_decay": None, "zero_init_residual": False, "schedule": "sandwich"}
+_BEFORE_SETTINGS = {"smallest": "dwconv", "weight_decay": None, "zero_init_residual": False, "schedule": "sandwich",
+                    "plain_bn": False}
 
 
 def sandwich(net: Supernet, cfg: TrainConfig, step: int, total: int | None = None) -> list:
@@ -222,7 +224,7 @@ def _train(cfg, dataset, out, space, dev, world, progress, checkpoint_seconds, m
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        net = Supernet(space, num_classes=dataset.num_classes)
+        net = Supernet(space, num_classes=dataset.num_classes, plain_bn=cfg.plain_bn)
         if cfg.zero_init_residual:
             net.zero_init_residual()
         peak = recipe.peak_lr(cfg.batch_size)
