@@ -56,6 +56,10 @@ VARIANTS: dict[str, tuple[str, dict]] = {
                     "op made elastic one per phase (7 equal phases)", {"schedule": "progressive"}),
     "plain-bn": ("today's sandwich, each branch's last BN private to layers without a shortcut",
                  {"plain_bn": True}),
+    "feature-distill": ("today's sandwich + stage-wise feature distillation from the largest (weight 1)",
+                        {"feature_distill": 1.0}),
+    "largest+3-random+feature-distill": ("the largest and 3 random members, stage-wise feature distillation (1)",
+                                         {"smallest": "none", "random_members": 3, "feature_distill": 1.0}),
     "sgd": ("today's sandwich with the resnet recipe (SGD, momentum 0.9, nesterov)", {"recipe": "resnet"}),
 }
 

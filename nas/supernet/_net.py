@@ -321,11 +321,16 @@ class Supernet(nn.Module):
 
     # ------------------------------------------------------------ running a member
 
-    def forward(self, x: torch.Tensor, member: Member, dropout: float = 0.0) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, x: torch.Tensor, member: Member, dropout: float = 0.0,  # type: ignore[override]
+                features: list | None = None) -> torch.Tensor:
+        """The member's logits; ``features``, when a list, receives each stage's output (for distillation)."""
         spec = member.spec
         x = self.act(self.stem(x, spec.stem.out_channels, stride=spec.stem.stride))
-        for p in member.plans:
+        last = len(member.plans) - 1
+        for k, p in enumerate(member.plans):
             x = self.stages[p.stage_index][p.layer_index](x, p)
+            if features is not None and (k == last or member.plans[k + 1].stage_index != p.stage_index):
+                features.append(x)
         x = self.act(self.head(x, spec.head.out_channels))
         x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
         if dropout > 0:

@@ -70,6 +70,10 @@ class TrainConfig:
     # shrinking, one choice made elastic per phase (PROGRESSIVE_ORDER), the largest alone first.
     schedule: str = "sandwich"
     plain_bn: bool = False  # each branch's last BN has a private twin for layers that add no shortcut
+    # Weight of the stage-wise feature distillation: every distilled member's stage outputs are pulled
+    # towards the largest's (its first channels), so that any stage hands its successor features that
+    # the successor was trained on, whichever op, width, kernel, depth or skip produced them.
+    feature_distill: float = 0.0
     eval_images: int = 1000  # held-out images for the per-epoch check of the largest and smallest
     calibration_images: int = 500  # for that check only; scoring has its own setting
 
@@ -97,7 +101,7 @@ SCHEDULES = ("sandwich", "progressive")
 PROGRESSIVE_ORDER = ("kernel", "layers", "filters", "se", "skip", "op")
 # What a checkpoint written before these settings existed was trained with (version 1 files).
 _BEFORE_SETTINGS = {"smallest": "dwconv", "weight_decay": None, "zero_init_residual": False, "schedule": "sandwich",
-                    "plain_bn": False}
+                    "plain_bn": False, "feature_distill": 0.0}
 
 
 def sandwich(net: Supernet, cfg: TrainConfig, step: int, total: int | None = None) -> list:
@@ -163,6 +167,16 @@ def _soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> tor
     return -(target_probs * F.log_softmax(logits, dim=1)).sum(1).mean()
 
 
+def feature_distance(student: list, teacher: list) -> torch.Tensor:
+    """Mean over stages of the squared error to the teacher's first channels, per stage divided by the
+    teacher's variance there (so that every stage weighs alike, whatever its scale)."""
+    total = student[0].new_zeros(())
+    for s, t in zip(student, teacher):
+        t = t[:, :s.shape[1]]
+        total = total + F.mse_loss(s, t) / t.var().clamp_min(1e-6)
+    return total / max(1, len(student))
+
+
 def train_supernet(cfg: TrainConfig, dataset, output: str | Path, *, device: str = "cpu", progress: bool = True,
                    checkpoint_seconds: float = 600.0, max_steps: int | None = None) -> dict:
     """Train (or resume, or find complete) the supernet of ``cfg`` in ``output``; returns the summary dict.
@@ -178,6 +192,8 @@ def train_supernet(cfg: TrainConfig, dataset, output: str | Path, *, device: str
         raise SupernetError(f"unknown schedule {cfg.schedule!r}; choose from {', '.join(SCHEDULES)}")
     if cfg.smallest not in SMALLEST:
         raise SupernetError(f"unknown sandwich end {cfg.smallest!r}; choose from {', '.join(SMALLEST)}")
+    if not cfg.feature_distill >= 0:
+        raise SupernetError(f"feature distillation weight must be >= 0, got {cfg.feature_distill}")
     if cfg.weight_decay is not None and not cfg.weight_decay >= 0:
         raise SupernetError(f"weight decay must be >= 0, got {cfg.weight_decay}")
     space = get_space(cfg.space)
@@ -310,13 +326,19 @@ def _loop(cfg, dataset, net, opt, recipe, loader, state, out, dev, progress, che
                     g["lr"] = peak * f
                 opt.zero_grad(set_to_none=True)
                 chosen = sandwich(net, cfg, step, total)
-                logits = net(x, chosen[0], dropout=dropout)
+                taught = [] if cfg.feature_distill > 0 else None
+                logits = net(x, chosen[0], dropout=dropout, features=taught)
+                if taught is not None:
+                    taught = [t.detach() for t in taught]
                 loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
                 loss.backward()
                 soft = F.softmax(logits.detach(), dim=1)
                 value = float(loss.detach())
                 for m in chosen[1:]:
-                    distill = _soft_cross_entropy(net(x, m), soft)
+                    feats = [] if taught is not None else None
+                    distill = _soft_cross_entropy(net(x, m, features=feats), soft)
+                    if feats is not None:
+                        distill = distill + cfg.feature_distill * feature_distance(feats, taught)
                     distill.backward()
                     value += float(distill.detach())
                 if not math.isfinite(value):
