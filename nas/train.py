@@ -207,8 +207,8 @@ def train_and_evaluate(spec: Spec, dataset, *, epochs: float = 1, steps: int | N
     random crop and flip (:mod:`nas.augment`) on or off; None (default) turns it on
     for budgets of :data:`AUGMENT_FROM_EPOCHS` epochs or more.  ``init`` (a state dict for
     the spec with the data's classes, loaded strictly) replaces the initialisation: fine-tuning.
-    ``progress`` shows a tqdm bar on stderr.  With ``return_model`` the trained module is
-    ``r.model`` (on the CPU).  ``device`` (default CPU; :func:`nas.devices.resolve_device`
+    ``progress`` shows progress on stderr (:func:`nas.progress.progress_bar`).  With
+    ``return_model`` the trained module is ``r.model`` (on the CPU).  ``device`` (default CPU; :func:`nas.devices.resolve_device`
     names one) runs the model there; on CUDA the forward pass and loss run under bf16 autocast.
     """
     dev = torch.device(device) if device is not None else torch.device("cpu")
@@ -270,9 +270,9 @@ def train_and_evaluate(spec: Spec, dataset, *, epochs: float = 1, steps: int | N
             opt = make_optimizer(rec, model, peak)
             criterion = nn.CrossEntropyLoss(label_smoothing=rec.label_smoothing)
             if progress:
-                from tqdm import tqdm
-                bar = tqdm(total=total_steps, unit="step", desc=f"train {spec.name or 'spec'}", dynamic_ncols=True,
-                           leave=False)
+                from .progress import progress_bar
+                bar = progress_bar(total=total_steps, unit="step", desc=f"train {spec.name or 'spec'}",
+                                   dynamic_ncols=True, leave=False)
             epoch = 0
             while step < total_steps:
                 model.train()

@@ -239,10 +239,10 @@ def run_grid_search(base: Spec, evaluate: Callable[[Spec], Any], *, storage=None
 
     bar = None
     if progress and pending:
-        from tqdm import tqdm
+        from nas.progress import progress_bar
 
-        bar = tqdm(total=len(run), initial=len(run) - len(pending), desc="grid search", unit="cand",
-                   dynamic_ncols=True)
+        bar = progress_bar(total=len(run), initial=len(run) - len(pending), desc="grid search", unit="cand",
+                           dynamic_ncols=True)
     try:
         for _ in range(len(pending)):
             trial = study.ask({"candidate": dist})

@@ -1,9 +1,9 @@
 """``nas-train SPEC [--data SOURCE] [--epochs N | --steps N] ...``: train a spec and report held-out accuracy.
 
 The classifier is sized to the data (MnasNet's proxy-task convention), so a
-1000-class preset trains as a 10-class net on Fashion-MNIST.  Progress (a tqdm
-bar with ETA) goes to stderr unless ``--quiet``; with ``--json`` stdout holds
-exactly one JSON object.  ``--output DIR`` receives ``metrics.json``,
+1000-class preset trains as a 10-class net on Fashion-MNIST.  Progress (a bar
+with ETA on a terminal, occasional plain lines otherwise) goes to stderr unless
+``--quiet``; with ``--json`` stdout holds exactly one JSON object.  ``--output DIR`` receives ``metrics.json``,
 ``weights.pt`` (a state dict: ``torch.load(path, weights_only=True)``) and
 ``spec.json`` (the trained spec), each written atomically.
 """

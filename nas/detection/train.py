@@ -104,9 +104,9 @@ def train_detector(spec: DetectorSpec, data, *, epochs: int = 1, batch_size: int
 
     bar = None
     if progress and start < epochs:
-        from tqdm import tqdm
-        bar = tqdm(total=total, initial=start * steps_per_epoch, unit="step", desc=f"train {spec.name or 'detector'}",
-                   dynamic_ncols=True, leave=False)
+        from ..progress import progress_bar
+        bar = progress_bar(total=total, initial=start * steps_per_epoch, unit="step",
+                           desc=f"train {spec.name or 'detector'}", dynamic_ncols=True, leave=False)
     g = torch.Generator().manual_seed(seed)
     orders = [torch.randperm(len(data.train), generator=g) for _ in range(epochs)]  # epoch e's order, resumable
     for epoch in range(start, epochs):

@@ -96,9 +96,9 @@ def measure_network(spec: Spec, backend: Backend, *, threads: int, warmup: int, 
 def _bar(total: int, desc: str, progress: bool):
     if not progress:
         return None
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
-    return tqdm(total=total, desc=desc, unit="entry", dynamic_ncols=True, leave=False)
+    return progress_bar(total=total, desc=desc, unit="entry", dynamic_ncols=True, leave=False)
 
 
 def build_table(table: LatencyTable, entries: dict[str, Entry], backend: Backend, *, path: str | Path | None = None,

@@ -70,9 +70,9 @@ def validate(table: LatencyTable, members: Sequence[Spec], backend: Backend, *, 
     predict_seconds = (time.perf_counter() - t0) / len(members)
     bar = None
     if progress:
-        from tqdm import tqdm
+        from ..progress import progress_bar
 
-        bar = tqdm(total=2 * len(members), desc="validate", unit="net", dynamic_ncols=True, leave=False)
+        bar = progress_bar(total=2 * len(members), desc="validate", unit="net", dynamic_ncols=True, leave=False)
     measure_seconds = []
     try:
         for key in ("measured", "measured_again"):

@@ -69,9 +69,9 @@ def run_local(session: SearchSession, *, progress: bool = False, started: float 
     stop = _GracefulStop()
     bar = None
     if progress:
-        from tqdm import tqdm
+        from ..progress import progress_bar
 
-        bar = tqdm(total=budget, initial=min(done, budget), desc="trials", unit="trial", dynamic_ncols=True)
+        bar = progress_bar(total=budget, initial=min(done, budget), desc="trials", unit="trial", dynamic_ncols=True)
         if best_reward is not None:
             bar.set_postfix(best=f"{best_reward:.4f}")
     try:

@@ -215,10 +215,10 @@ def run_workers(session: SearchSession, workers: int, *, progress: bool = False,
     interrupted = False
     bar = None
     if progress:
-        from tqdm import tqdm
+        from ..progress import progress_bar
 
-        bar = tqdm(total=cfg.budget, initial=min(session.count(TrialState.COMPLETE), cfg.budget), desc="trials",
-                   unit="trial", dynamic_ncols=True)
+        bar = progress_bar(total=cfg.budget, initial=min(session.count(TrialState.COMPLETE), cfg.budget),
+                           desc="trials", unit="trial", dynamic_ncols=True)
     env = {**os.environ, "PYTHONWARNINGS": os.environ.get("PYTHONWARNINGS", "ignore")}
     try:
         for i in range(workers):
