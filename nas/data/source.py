@@ -28,7 +28,7 @@ class Source:
 
     Attributes:
         name: the word before the colon (or the whole string).
-        what: one line for help texts and the README table.
+        what: one line for help texts and the data table in docs/training.md.
         load: the reader (see :class:`Reader`).
         directory: where a fixed source's data lives; ``None`` when the string
             names it (``name:DIR``).
