@@ -309,7 +309,7 @@ class SearchSession:
 
 
 def open_session(cfg: SearchConfig, *, output: str | Path | None = None, role: str = "owner", worker: int = 0,
-                 setup: dict | None = None, estimator=None, dataset=None,
+                 setup: dict | None = None, estimator=None, dataset=None, latency_table=None,
                  log: Callable[[str], None] | None = None) -> SearchSession:
     """Build the session of ``cfg`` in ``role`` (see the module docstring).
 
@@ -318,6 +318,8 @@ def open_session(cfg: SearchConfig, *, output: str | Path | None = None, role: s
     worker wraps its own); ``dataset``: already loaded data for it.  ``worker``:
     the worker's index (its sampler seed is ``cfg.seed + worker``).  ``setup``:
     the owner's stored scores (``session.setup``), for the ``trial`` role.
+    ``latency_table``: ``cfg.latency.table`` already loaded (the command checks it first; a search loads
+    its table once).
     """
     import optuna
 
@@ -341,7 +343,7 @@ def open_session(cfg: SearchConfig, *, output: str | Path | None = None, role: s
     # a trial process may run on another machine, without the output folder: its cache stays in memory
     cache = out / LATENCY_CACHE if cfg.metric == "latency" and role != "trial" else None
     if cfg.latency.table:  # predicted from a per-layer table: ~0.2 ms instead of ~1 s measured
-        meter = TablePredictor(LatencyTable.load(cfg.latency.table))
+        meter = TablePredictor(latency_table if latency_table is not None else LatencyTable.load(cfg.latency.table))
     else:
         meter = LatencyMeter(threads=cfg.latency.threads, runs=cfg.latency.runs, warmup=cfg.latency.warmup,
                              cache_path=cache)
