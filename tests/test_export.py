@@ -434,8 +434,8 @@ def test_onnx_falls_back_to_the_dynamo_exporter(tmp_path, monkeypatch, capfd):
 
 
 def test_a_failed_verification_writes_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr(ex, "TOLERANCE", -1.0)  # no export can pass
-    monkeypatch.setattr(ex, "RTOL", 0.0)
+    monkeypatch.setattr(ex._verify, "TOLERANCE", -1.0)  # no export can pass (the exporters' shared check)
+    monkeypatch.setattr(ex._verify, "RTOL", 0.0)
     spec = random_spec(1)
     with pytest.raises(ex.ExportError) as info:
         ex.export_onnx(spec, tmp_path / "n.onnx", exporter="torchscript (legacy)")
@@ -600,7 +600,7 @@ def test_cli_without_onnx_says_how_to_install(tmp_path):
 def test_cli_failed_verification_exits_1_and_writes_nothing(tmp_path):
     random_spec(1).save(tmp_path / "s.json")
     # One interpreter for both formats (a torch start-up each would double the cost).
-    script = ("import nas.export as ex\nex.TOLERANCE, ex.RTOL = -1.0, 0.0  # no export can pass\n"
+    script = ("import nas.export as ex\nex._verify.TOLERANCE, ex._verify.RTOL = -1.0, 0.0  # no export can pass\n"
               "del ex._ONNX_EXPORTERS['dynamo']  # the slow fallback would fail the same way\n"
               "from nas.cli.export import main\n"
               "print([main(['s.json', '--format', f, '-o', 'out']) for f in ('onnx', 'torchscript')])\n")
