@@ -59,6 +59,10 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, NamedTuple
 
 from .atomic import atomic_write_text
+from .document import DocumentError, JSONSyntaxError, check_format, describe, join_path, read_text
+from .document import join_path as _join
+from .document import type_name as _type_name
+from .document import parse_json as parse_strict_json
 from .ops import OPS as OP_REGISTRY
 
 __all__ = [
@@ -108,32 +112,11 @@ MAX_EXPAND = 16
 MAX_CLASSES = 1_000_000
 
 
-class SpecError(ValueError):
-    """A spec failed validation; ``path`` is the JSON path of the offending field."""
-
-    def __init__(self, path: str, reason: str):
-        self.path = path
-        self.reason = reason
-        super().__init__(f"{path}: {reason}" if path else reason)
+class SpecError(DocumentError):
+    """A spec failed validation; ``path`` is the JSON path of the offending field (:class:`nas.document.DocumentError`)."""
 
 
 # ---------------------------------------------------------------- field checks
-
-
-def _type_name(v: Any) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "boolean"
-    if isinstance(v, (int, float)):
-        return "number"
-    if isinstance(v, str):
-        return "string"
-    if isinstance(v, list):
-        return "array"
-    if isinstance(v, dict):
-        return "object"
-    return type(v).__name__
 
 
 def _int(v: Any, path: str, lo: int, hi: int) -> int:
@@ -185,10 +168,6 @@ def _obj(v: Any, path: str, required: tuple[str, ...], optional: tuple[str, ...]
         if key not in v:
             raise SpecError(_join(path, key), "missing required field")
     return dict(v)
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
 
 
 def _kernel(v: Any, path: str) -> int:
@@ -337,11 +316,7 @@ class Spec:
     @classmethod
     def from_dict(cls, d: Any) -> "Spec":
         d = _obj(d, "", cls.TOP_FIELDS, ("provenance",))
-        if d["format"] != FORMAT:
-            raise SpecError("format", f"must be {json.dumps(FORMAT)}, got {json.dumps(d['format']) if _jsonable(d['format']) else _type_name(d['format'])}")
-        version = _int(d["version"], "version", 0, 10**6)
-        if version != VERSION:
-            raise SpecError("version", f"unsupported version {version} (this toolkit reads version {VERSION})")
+        check_format(d, FORMAT, VERSION, error=SpecError)
         name = d["name"]
         if not isinstance(name, str):
             raise SpecError("name", f"must be a string, got {_type_name(name)}")
@@ -513,40 +488,21 @@ def iter_layers(spec: Spec) -> Iterator[LayerPlan]:
     return plan_layers(spec.stages, spec.stem.out_channels, spec.drop_connect_rate)
 
 
-def _no_duplicate_keys(pairs: list) -> dict:
-    out: dict = {}
-    for key, value in pairs:
-        if key in out:  # JSON allows it, but the last one silently winning hides typos
-            raise ValueError(f"duplicate key {key!r}")
-        out[key] = value
-    return out
-
-
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not allowed")
-
-
 # Public names of the field checks and the strict JSON reader, for the other versioned
 # formats built on this one (detectors, nas.detection.spec): one set of rules, one error style.
 check_int = _int
 check_number = _num
 check_choice = _choice
 check_object = _obj
-join_path = _join
-
-
-def describe(v: Any) -> str:
-    """A value as an error message shows it: its JSON text, or its JSON type name."""
-    return json.dumps(v) if _jsonable(v) else _type_name(v)
 
 
 def load_document(path: str | os.PathLike, from_json):
     """Read ``path`` (UTF-8) and parse it with ``from_json``; a SpecError names the file."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise SpecError("", f"cannot read {p}: {getattr(e, 'strerror', None) or e}") from None
+        text = read_text(p)
+    except DocumentError as e:
+        raise SpecError(e.path, e.reason) from None
     try:
         return from_json(text)
     except SpecError as e:
@@ -557,10 +513,6 @@ def parse_json(text: str) -> Any:
     """Parse a JSON document the way :meth:`Spec.from_json` does (no NaN, no duplicate keys);
     malformed input raises SpecError with line and column."""
     try:
-        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicate_keys)
-    except json.JSONDecodeError as e:
-        raise SpecError("", f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
-    except ValueError as e:  # NaN / Infinity, duplicate keys
-        raise SpecError("", f"not valid JSON: {e}") from None
-    except RecursionError:
-        raise SpecError("", "not valid JSON: nested too deeply") from None
+        return parse_strict_json(text)  # the rules of every versioned document: nas.document
+    except JSONSyntaxError as e:
+        raise SpecError(e.path, e.reason) from None

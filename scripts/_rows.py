@@ -13,6 +13,20 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 
+#: the ground truth's document (scripts/ground_truth.py writes it, the studies read it)
+GROUND_TRUTH_FORMAT, GROUND_TRUTH_VERSION = "nas-ground-truth", 1
+
+
+def read_ground_truth(path: Path) -> dict:
+    """``results/ground_truth/table.json`` (or another of its kind), read by the rules of every versioned
+    document (:mod:`nas.document`: size limit, strict JSON, format and version checked)."""
+    from nas.document import check_format, load_json
+
+    doc = load_json(path)
+    check_format(doc, GROUND_TRUTH_FORMAT, GROUND_TRUTH_VERSION)
+    return doc
+
+
 def config_key(config: dict) -> str:
     """A short, stable tag of a configuration (rows of another configuration are ignored)."""
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]

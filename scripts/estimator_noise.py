@@ -22,7 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _rows import read_rows  # noqa: E402
+from _rows import read_ground_truth, read_rows  # noqa: E402
 from nas.atomic import atomic_write_text  # noqa: E402
 from nas.spec import Spec  # noqa: E402
 
@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     from nas.data import load_dataset
     from nas.estimators import make_estimator
 
-    table = json.loads((ROOT / "results" / "ground_truth" / "table.json").read_text())
+    table = read_ground_truth(ROOT / "results" / "ground_truth" / "table.json")
     specs = [(r["label"], Spec.from_dict(r["spec"])) for r in table["rows"][: args.n]]
     data = load_dataset(args.data, seed=0)
     key = f"{args.estimator}@{args.data}"

@@ -42,10 +42,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _rows import config_key, finished_rows, run_pool, spearman  # noqa: E402
+from _rows import (GROUND_TRUTH_FORMAT, GROUND_TRUTH_VERSION, config_key, finished_rows, read_ground_truth,  # noqa: E402
+                   run_pool, spearman)
 from nas.cost import cost  # noqa: E402
 from nas.presets import load_preset  # noqa: E402
 from nas.atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
+from nas.document import write_json  # noqa: E402
 from nas.spec import Spec  # noqa: E402
 from search_spaces import SPACES  # noqa: E402
 from search_spaces.mnasnet import CHOICES  # noqa: E402
@@ -259,7 +261,7 @@ def table(args, report_only: bool = False) -> int:
                      "seconds": {str(seed): r["seconds"] for seed, r in got.items()},
                      "history": {str(seed): [h["val_accuracy"] for h in r["history"]] for seed, r in got.items()}})
     n_done = sum(1 for j in jobs if (j[0], j[3]) in done)
-    doc = {"format": "nas-ground-truth", "version": 1,
+    doc = {"format": GROUND_TRUTH_FORMAT, "version": GROUND_TRUTH_VERSION,
            "status": "complete" if n_done == len(jobs) else f"in progress: {n_done} of {len(jobs)} trainings",
            "command": "python scripts/ground_truth.py table" + _override_flags(args),
            "settings": {**settings, "val_split": "fixed stratified part of the official test split (t10k), seed 0",
@@ -269,7 +271,7 @@ def table(args, report_only: bool = False) -> int:
            "summary": summarize(rows), "rows": rows}
     out = args.output or OUT
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "table.json", json.dumps(doc, indent=1) + "\n")
+    write_json(out / "table.json", doc, indent=1)
     if rows:
         _plot(rows, doc, out / "table.png")
     print(json.dumps({"status": doc["status"], **doc["summary"]}, indent=1))
@@ -313,7 +315,7 @@ def repeat(args) -> int:
     run_pool(jobs, _train, workers=args.workers, initializer=_init, initargs=(settings["threads"], _load_data(settings)),
              on_row=on_row, total=len(jobs))
     diffs = np.abs([r["difference"] for r in rows])
-    table_doc = json.loads((OUT / "table.json").read_text())
+    table_doc = read_ground_truth(OUT / "table.json")
     doc = {"command": f"python scripts/ground_truth.py repeat --first {args.first}" + _override_flags(args),
            "machine": _machine(), "settings": settings, "rows": rows,
            "summary": {"mean_abs_difference": round(float(diffs.mean()), 4),

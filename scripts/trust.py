@@ -34,7 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _rows import read_rows, spearman  # noqa: E402
+from _rows import read_ground_truth, read_rows, spearman  # noqa: E402
 from nas.cost import cost  # noqa: E402
 from nas.atomic import atomic_write_bytes, atomic_write_text  # noqa: E402
 from nas.spec import Spec  # noqa: E402
@@ -166,7 +166,7 @@ def main(argv=None) -> int:
                          "'supernet' uses the default 2000)")
     args = ap.parse_args(argv)
 
-    table = json.loads(GT.read_text())
+    table = read_ground_truth(GT)
     archs = [r for r in table["rows"] if any(v is not None for v in r["accuracy"].values())]
     specs = [Spec.from_dict(r["spec"]) for r in archs]
     truth = np.array([np.mean([v for v in r["accuracy"].values() if v is not None]) for r in archs])

@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ..atomic import atomic_write_text
+from ..document import check_format
 from ..spec import (ACTIVATIONS, MAX_CLASSES, MAX_RESOLUTION, BatchNorm, Spec, SpecError, check_choice, check_int,
                     check_number, check_object, describe, iter_layers, join_path, load_document, parse_json)
 
@@ -265,11 +266,7 @@ class DetectorSpec:
     @classmethod
     def from_dict(cls, d: Any) -> "DetectorSpec":
         d = check_object(d, "", cls.TOP_FIELDS, ("provenance",))
-        if d["format"] != FORMAT:
-            raise SpecError("format", f"must be {json.dumps(FORMAT)}, got {describe(d['format'])}")
-        version = check_int(d["version"], "version", 0, 10**6)
-        if version != VERSION:
-            raise SpecError("version", f"unsupported version {version} (this toolkit reads version {VERSION})")
+        check_format(d, FORMAT, VERSION, error=SpecError)  # nas.document: the rules of every versioned document
         name = d["name"]
         if not isinstance(name, str):
             raise SpecError("name", f"must be a string, got {describe(name)}")

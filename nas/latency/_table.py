@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write_text
+from ..document import DocumentError, JSONSyntaxError, check_format, parse_json, read_text, write_json
 from ..spec import Spec
 from ._keys import Entry, conv_out, spec_entries, stage_variants, tail_entries
 
@@ -159,10 +159,7 @@ class LatencyTable:
         for k in FIELDS:
             if k not in d:
                 raise _err(k, "missing required field")
-        if d["format"] != FORMAT:
-            raise _err("format", f"must be {json.dumps(FORMAT)} (is this a latency table?)")
-        if d["version"] != VERSION:
-            raise _err("version", f"unsupported version {json.dumps(d['version'])} (this toolkit reads version {VERSION})")
+        check_format(d, FORMAT, VERSION, hint=" (is this a latency table?)", error=_err)
         entries = d["entries"]
         if not isinstance(entries, dict):
             raise _err("entries", "must be an object")
@@ -204,21 +201,19 @@ class LatencyTable:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "LatencyTable":
         p = Path(path)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise TableError(f"cannot read latency table {p}: {getattr(e, 'strerror', None) or e}") from None
-        try:
-            data = json.loads(text, parse_constant=_reject)
-        except (ValueError, RecursionError) as e:
-            raise TableError(f"{p}: not a valid latency table (not JSON: {' '.join(str(e).split())})") from None
+        try:  # the rules of every versioned document (nas.document): size limit, strict JSON
+            data = parse_json(read_text(p, "latency table"))
+        except JSONSyntaxError as e:
+            raise TableError(f"{p}: not a valid latency table (not JSON: {e.detail})") from None
+        except DocumentError as e:
+            raise TableError(str(e)) from None
         try:
             return cls.from_dict(data)
         except TableError as e:
             raise TableError(f"{p}: {e}") from None
 
     def save(self, path: str | os.PathLike) -> None:
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
+        write_json(path, self.to_dict(), indent=1)
 
     def refit(self, model: str | None = None) -> None:
         """Fit ``scale`` and ``overhead`` by least squares on the stored fit networks."""
@@ -245,10 +240,6 @@ class LatencyTable:
         return {"space": self.space, "resolution": self.resolution, "backend": self.backend, "device": self.device,
                 "threads": self.threads, "cpu": self.machine.get("cpu"), "versions": self.versions,
                 "protocol": self.protocol}
-
-
-def _reject(name: str):
-    raise ValueError(f"{name} is not allowed")
 
 
 def predict_breakdown(spec: Spec, table: LatencyTable) -> list[tuple[str, str, float]]:
