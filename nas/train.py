@@ -213,6 +213,51 @@ def train_and_evaluate(spec: Spec, dataset, *, epochs: float = 1, steps: int | N
     """
     dev = torch.device(device) if device is not None else torch.device("cpu")
     rec = _resolve_recipe(recipe, lr)
+    res, test_res = _check_budget(spec, resolution, test_resolution, batch_size, epochs, steps)
+    spec = spec.replace(num_classes=dataset.num_classes, resolution=res)
+    data = _loaders(spec, dataset, res, test_res, batch_size, seed, limit_train, limit_val, epochs, steps, augment)
+    result = TrainResult(accuracy=None, loss=None, epochs=0.0, steps=0, seconds=0.0, images_per_second=0.0,
+                         resolution=res, test_resolution=test_res, recipe=rec.name, seed=seed,
+                         augment=data.augment, num_classes=dataset.num_classes)
+    run = _Run(t_start=time.perf_counter())
+    # its own stream, so that turning augmentation on never changes the initialisation
+    aug_rng = torch.Generator().manual_seed(seed + 2)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        try:
+            run.model = _initial_model(spec, init, dev)
+            peak = rec.peak_lr(batch_size)
+            opt = make_optimizer(rec, run.model, peak)
+            criterion = nn.CrossEntropyLoss(label_smoothing=rec.label_smoothing)
+            if progress:
+                from .progress import progress_bar
+                run.bar = progress_bar(total=data.total_steps, unit="step", desc=f"train {spec.name or 'spec'}",
+                                       dynamic_ncols=True, leave=False)
+            epoch = 0
+            while run.step < data.total_steps:
+                train_loss = _train_epoch(run, data, rec, opt, criterion, peak, aug_rng, dev, epoch)
+                acc = _evaluate_epoch(run, data, rec, result, train_loss)
+                if run.bar is not None:
+                    run.bar.set_postfix(val_acc=f"{acc:.3f}", epoch=epoch + 1)
+                stop = on_epoch(epoch, acc) if on_epoch is not None else None
+                epoch += 1
+                if stop is True and run.step < data.total_steps:
+                    result.pruned = True
+                    break
+        except _Diverged as e:
+            result.failed, result.reason = True, str(e)
+        except (RuntimeError, MemoryError) as e:
+            if not _is_oom(e):
+                raise
+            result.failed, result.reason = True, f"out of memory: {' '.join(str(e).split())[:200]}"
+        finally:
+            if run.bar is not None:
+                run.bar.close()
+    return _finish(result, run, data, return_model)
+
+
+def _check_budget(spec: Spec, resolution, test_resolution, batch_size: int, epochs: float, steps) -> tuple[int, int]:
+    """The training and test resolutions, once the budget and the sizes are checked (ValueError naming the bad one)."""
     res = int(resolution or spec.resolution)
     test_res = int(test_resolution or res)
     if batch_size < 2:
@@ -225,8 +270,22 @@ def train_and_evaluate(spec: Spec, dataset, *, epochs: float = 1, steps: int | N
         raise ValueError(f"epochs must be > 0, got {epochs}")
     if steps is not None and steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    spec = spec.replace(num_classes=dataset.num_classes, resolution=res)
+    return res, test_res
 
+
+@dataclass
+class _Data:
+    """What one training run reads: its loaders and its budget in steps."""
+    train: Any
+    val: Any
+    calibration: Any  # a loader of its own, so that calibration never shifts the training order
+    steps_per_epoch: int
+    total_steps: int
+    augment: bool
+
+
+def _loaders(spec: Spec, dataset, res: int, test_res: int, batch_size: int, seed: int, limit_train, limit_val,
+             epochs: float, steps, augment) -> _Data:
     channels = spec.in_channels
     train_loader = dataset.loader("train", batch_size=batch_size, resolution=res, channels=channels, shuffle=True,
                                   seed=seed, limit=limit_train)
@@ -243,104 +302,96 @@ def train_and_evaluate(spec: Spec, dataset, *, epochs: float = 1, steps: int | N
                                 shuffle=False, seed=seed, limit=limit_val)
     if val_loader.num_examples == 0:
         raise ValueError("the held-out split is empty")
-    # a loader of its own, so that calibration never shifts the training order
     calib_loader = dataset.loader("train", batch_size=batch_size, resolution=test_res, channels=channels,
                                   shuffle=True, seed=seed + 1, limit=limit_train)
+    return _Data(train_loader, val_loader, calib_loader, steps_per_epoch, total_steps, bool(augment))
 
-    result = TrainResult(accuracy=None, loss=None, epochs=0.0, steps=0, seconds=0.0, images_per_second=0.0,
-                         resolution=res, test_resolution=test_res, recipe=rec.name, seed=seed,
-                         augment=bool(augment), num_classes=dataset.num_classes)
-    t_start = time.perf_counter()
-    train_seconds = 0.0
-    images = 0
-    bar = None
-    step = 0
-    model = None
-    # its own stream, so that turning augmentation on never changes the initialisation
-    aug_rng = torch.Generator().manual_seed(seed + 2)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        try:
-            model = build_model(spec)
-            _redraw_classifier(model)
-            if init is not None:
-                model.load_state_dict(init, strict=True)
-            model = model.to(device=dev, memory_format=MEMORY_FORMAT)
-            peak = rec.peak_lr(batch_size)
-            opt = make_optimizer(rec, model, peak)
-            criterion = nn.CrossEntropyLoss(label_smoothing=rec.label_smoothing)
-            if progress:
-                from .progress import progress_bar
-                bar = progress_bar(total=total_steps, unit="step", desc=f"train {spec.name or 'spec'}",
-                                   dynamic_ncols=True, leave=False)
-            epoch = 0
-            while step < total_steps:
-                model.train()
-                t0 = time.perf_counter()
-                train_loss_sum, train_n = 0.0, 0
-                for x, y in train_loader:
-                    if step >= total_steps:
-                        break
-                    f = rec.lr_factor(step, total_steps)
-                    for g in opt.param_groups:
-                        g["lr"] = peak * f
-                    if augment:  # on the CPU, before the copy: the generator's stream is device-independent
-                        x = augment_batch(x, aug_rng)
-                    x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-                    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-                        out = model(x.contiguous(memory_format=MEMORY_FORMAT))
-                        loss = criterion(out, y)
-                    value = float(loss.detach())
-                    if not math.isfinite(value):
-                        raise _Diverged(f"loss became {value} at step {step + 1}")
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if rec.grad_clip:
-                        nn.utils.clip_grad_norm_(model.parameters(), rec.grad_clip)
-                    opt.step()
-                    step += 1
-                    images += int(y.shape[0])
-                    train_loss_sum += value * int(y.shape[0])
-                    train_n += int(y.shape[0])
-                    if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix(loss=f"{value:.3f}", epoch=epoch + 1, refresh=False)
-                train_seconds += time.perf_counter() - t0
-                done_epochs = step / steps_per_epoch
-                # evaluation: BN statistics first (see the module docstring), then the held-out split
-                if rec.bn_recalibration > 0:
-                    recalibrate_bn(model, (x.contiguous(memory_format=MEMORY_FORMAT)
-                                           for x, _ in _take(calib_loader, rec.bn_recalibration)))
-                acc, vloss = evaluate(model, val_loader)
-                if not math.isfinite(vloss):
-                    raise _Diverged(f"held-out loss became {vloss} after step {step}")
-                result.history.append({"epoch": round(done_epochs, 6), "train_loss": train_loss_sum / max(1, train_n),
-                                       "val_accuracy": acc, "val_loss": vloss,
-                                       "seconds": time.perf_counter() - t_start})
-                result.accuracy, result.loss = acc, vloss
-                result.epochs, result.steps = done_epochs, step
-                if bar is not None:
-                    bar.set_postfix(val_acc=f"{acc:.3f}", epoch=epoch + 1)
-                stop = on_epoch(epoch, acc) if on_epoch is not None else None
-                epoch += 1
-                if stop is True and step < total_steps:
-                    result.pruned = True
-                    break
-        except _Diverged as e:
-            result.failed, result.reason = True, str(e)
-        except (RuntimeError, MemoryError) as e:
-            if not _is_oom(e):
-                raise
-            result.failed, result.reason = True, f"out of memory: {' '.join(str(e).split())[:200]}"
-        finally:
-            if bar is not None:
-                bar.close()
+
+@dataclass
+class _Run:
+    """The state of one training run as its steps advance."""
+    t_start: float
+    model: Any = None
+    bar: Any = None
+    step: int = 0
+    images: int = 0
+    train_seconds: float = 0.0
+
+
+def _initial_model(spec: Spec, init: dict | None, dev: torch.device) -> nn.Module:
+    """The spec's model, seeded by the caller's RNG state (its classifier redrawn), or ``init``'s weights."""
+    model = build_model(spec)
+    _redraw_classifier(model)
+    if init is not None:
+        model.load_state_dict(init, strict=True)
+    return model.to(device=dev, memory_format=MEMORY_FORMAT)
+
+
+def _train_epoch(run: _Run, data: _Data, rec: Recipe, opt, criterion, peak: float, aug_rng, dev: torch.device,
+                 epoch: int) -> float:
+    """One pass over the training loader (or what is left of the budget); the mean training loss."""
+    model = run.model
+    model.train()
+    t0 = time.perf_counter()
+    train_loss_sum, train_n = 0.0, 0
+    for x, y in data.train:
+        if run.step >= data.total_steps:
+            break
+        f = rec.lr_factor(run.step, data.total_steps)
+        for g in opt.param_groups:
+            g["lr"] = peak * f
+        if data.augment:  # on the CPU, before the copy: the generator's stream is device-independent
+            x = augment_batch(x, aug_rng)
+        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            out = model(x.contiguous(memory_format=MEMORY_FORMAT))
+            loss = criterion(out, y)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise _Diverged(f"loss became {value} at step {run.step + 1}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if rec.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), rec.grad_clip)
+        opt.step()
+        run.step += 1
+        run.images += int(y.shape[0])
+        train_loss_sum += value * int(y.shape[0])
+        train_n += int(y.shape[0])
+        if run.bar is not None:
+            run.bar.update(1)
+            run.bar.set_postfix(loss=f"{value:.3f}", epoch=epoch + 1, refresh=False)
+    run.train_seconds += time.perf_counter() - t0
+    return train_loss_sum / max(1, train_n)
+
+
+def _evaluate_epoch(run: _Run, data: _Data, rec: Recipe, result: TrainResult, train_loss: float) -> float:
+    """BN statistics first (see the module docstring), then the held-out split; recorded in ``result``."""
+    model = run.model
+    done_epochs = run.step / data.steps_per_epoch
+    if rec.bn_recalibration > 0:
+        recalibrate_bn(model, (x.contiguous(memory_format=MEMORY_FORMAT)
+                               for x, _ in _take(data.calibration, rec.bn_recalibration)))
+    acc, vloss = evaluate(model, data.val)
+    if not math.isfinite(vloss):
+        raise _Diverged(f"held-out loss became {vloss} after step {run.step}")
+    result.history.append({"epoch": round(done_epochs, 6), "train_loss": train_loss,
+                           "val_accuracy": acc, "val_loss": vloss,
+                           "seconds": time.perf_counter() - run.t_start})
+    result.accuracy, result.loss = acc, vloss
+    result.epochs, result.steps = done_epochs, run.step
+    return acc
+
+
+def _finish(result: TrainResult, run: _Run, data: _Data, return_model: bool) -> TrainResult:
+    """A failed run keeps no scores and no model; timings and throughput; the model on the CPU if asked."""
+    model = run.model
     if result.failed:
         result.accuracy, result.loss = None, None
-        result.steps, result.epochs = step, step / steps_per_epoch
+        result.steps, result.epochs = run.step, run.step / data.steps_per_epoch
         model = None
-    result.seconds = time.perf_counter() - t_start
-    result.images_per_second = images / train_seconds if train_seconds > 0 else 0.0
+    result.seconds = time.perf_counter() - run.t_start
+    result.images_per_second = run.images / run.train_seconds if run.train_seconds > 0 else 0.0
     if return_model:
         result.model = model.to(device="cpu", memory_format=torch.contiguous_format) if model is not None else None
     return result
