@@ -36,7 +36,7 @@ def _ops(member):
 
 def test_the_default_sandwich_is_the_old_one(net):
     """The default must draw exactly what the recipe drew before the settings existed (resumes stay exact)."""
-    cfg = TrainConfig(**TINY)
+    cfg = TrainConfig(**TINY, **BEFORE)
     for step in (0, 7):
         rng = random.Random(f"{cfg.seed}:{step}")
         old = [net.largest, net.smallest] + [net.sample(rng) for _ in range(cfg.random_members)]
@@ -115,20 +115,27 @@ def test_zero_init_residual_makes_a_deep_member_start_as_its_shallow_self(one_to
         assert (plain(x, plain.member(SPACE.decode(deep))) - plain(x, plain.member(SPACE.decode(shallow)))).abs().max() > 1e-4
 
 
-def test_a_checkpoint_from_before_the_settings_resumes(tmp_path, one_torch_thread):
-    data_cfg = TrainConfig(epochs=2, **TINY)
+# what version-1 checkpoints written before the settings existed were trained with
+BEFORE = dict(smallest="dwconv", weight_decay=None, zero_init_residual=False, schedule="sandwich", plain_bn=False,
+              feature_distill=0.0)
+
+
+def test_a_checkpoint_from_before_the_settings_resumes_as_it_was_trained(tmp_path, one_torch_thread):
+    old_cfg = TrainConfig(epochs=2, **TINY, **BEFORE)
     from nas.data import load_dataset
     data = load_dataset("sample", seed=0)
     out = tmp_path / "old"
-    train_supernet(data_cfg, data, out, progress=False, max_steps=1)
+    train_supernet(old_cfg, data, out, progress=False, max_steps=1)
     ck = torch.load(out / "supernet.pt", weights_only=True)
-    for k in ("smallest", "weight_decay", "zero_init_residual"):
+    for k in BEFORE:
         del ck["config"][k]  # as version-1 files written before these settings
     torch.save(ck, out / "supernet.pt")
-    s = train_supernet(data_cfg, data, out, progress=False)
+    assert not load_supernet(out)[0].plain_bn  # built as it was trained: no private BN twins
+    # today's defaults differ from what it was trained with: refused by name, not resumed with them
+    with pytest.raises(SupernetError, match="feature_distill, plain_bn, weight_decay"):
+        train_supernet(TrainConfig(epochs=2, **TINY), data, out, progress=False)
+    s = train_supernet(old_cfg, data, out, progress=False)
     assert s["complete"] and s["step"] == 4
-    with pytest.raises(SupernetError, match="smallest"):
-        train_supernet(TrainConfig(epochs=2, smallest="rotate", **TINY), data, out, progress=False)
 
 
 def test_hostile_and_corrupt_checkpoints_are_named_in_whole_words(tmp_path):

@@ -53,7 +53,7 @@ class TrainConfig:
 
     space: str = "mnasnet-b0"
     data: str = "sample"
-    epochs: int = 8
+    epochs: int = 4  # of all 60,000 Fashion-MNIST images at 28 px: ~52 min on one idle core (results/supernet/)
     resolution: int = 32
     batch_size: int = 64
     recipe: str = "adamw"
@@ -64,16 +64,18 @@ class TrainConfig:
     # MBConv branch's, expand 3: the largest's own weights), "rotate" (each op branch's smallest in
     # turn, one per step) or "none" (the largest and random members only).
     smallest: str = "dwconv"
-    weight_decay: float | None = None  # None: the recipe's
+    # None: the recipe's.  0 by default: decay shrinks every stored tensor at every step while a member
+    # uses only its part (results/supernet/ablation.md: rho 0.23 -> 0.45 alone)
+    weight_decay: float | None = 0.0
     zero_init_residual: bool = False  # BigNAS: layers that can add an identity start as the identity
     # "sandwich": every choice elastic from the first step; "progressive": Once-for-All's progressive
     # shrinking, one choice made elastic per phase (PROGRESSIVE_ORDER), the largest alone first.
     schedule: str = "sandwich"
-    plain_bn: bool = False  # each branch's last BN has a private twin for layers that add no shortcut
+    plain_bn: bool = True  # each branch's last BN has a private twin for layers that add no shortcut
     # Weight of the stage-wise feature distillation: every distilled member's stage outputs are pulled
     # towards the largest's (its first channels), so that any stage hands its successor features that
     # the successor was trained on, whichever op, width, kernel, depth or skip produced them.
-    feature_distill: float = 0.0
+    feature_distill: float = 1.0
     eval_images: int = 1000  # held-out images for the per-epoch check of the largest and smallest
     calibration_images: int = 500  # for that check only; scoring has its own setting
 
