@@ -82,16 +82,18 @@ ELASTICITY = 0.07  # |w| of the soft reward: the accuracy-cost trade-off the pro
 @dataclass(frozen=True)
 class Reward:
     """ACC * (C/T)^w with w = alpha below or at the target, beta above it (MnasNet's soft and hard);
-    ACC + beta * |C/T - 1| for ``constraint="absolute"`` (TuNAS)."""
+    ACC + beta * |C/T - 1| for ``constraint="absolute"`` (TuNAS).  Without a target (``None``) the
+    reward is the accuracy alone: a search that maximizes accuracy (e.g. on a benchmark table)."""
 
-    target: float
+    target: float | None
     metric: str = "flops"
     alpha: float = -0.07
     beta: float = -0.07
     constraint: str = "soft"
 
     def __post_init__(self):
-        if not (isinstance(self.target, (int, float)) and math.isfinite(self.target) and self.target > 0):
+        if self.target is not None and not (isinstance(self.target, (int, float)) and math.isfinite(self.target)
+                                            and self.target > 0):
             raise ValueError(f"target must be a positive number, got {self.target!r}")
         if self.metric not in METRICS:
             raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
@@ -105,19 +107,23 @@ class Reward:
             raise ValueError(f"the absolute reward needs one negative beta (a penalty), got {self.beta!r}")
 
     @classmethod
-    def make(cls, target: float, metric: str = "flops", constraint: str = "soft", w: float | None = None) -> "Reward":
-        """``constraint`` soft|hard|absolute sets (alpha, beta); ``w`` (if given) overrides both."""
+    def make(cls, target: float | None, metric: str = "flops", constraint: str = "soft",
+             w: float | None = None) -> "Reward":
+        """``constraint`` soft|hard|absolute sets (alpha, beta); ``w`` (if given) overrides both.
+        ``target`` None: the accuracy alone."""
         if constraint not in CONSTRAINTS:
             raise ValueError(f"constraint must be one of {', '.join(CONSTRAINTS)}, got {constraint!r}")
         alpha, beta = CONSTRAINTS[constraint]
         if w is not None:
             alpha = beta = float(w)
-        return cls(float(target), metric, alpha, beta, constraint)
+        return cls(None if target is None else float(target), metric, alpha, beta, constraint)
 
     def weight(self, cost: float) -> float:
         return self.alpha if cost <= self.target else self.beta
 
     def __call__(self, accuracy: float, cost: float) -> float:
+        if self.target is None:
+            return float(accuracy)
         if not cost > 0:
             raise ValueError(f"cost must be positive, got {cost!r}")
         if self.constraint == "absolute":

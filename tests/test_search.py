@@ -186,7 +186,7 @@ def test_latency_target_measures_and_caches(tmp_path):
 def test_training_estimator_is_registered_with_every_proxy():
     from nas.proxies import PROXIES
 
-    assert set(ESTIMATORS) == {f"proxy:{p}" for p in PROXIES} | {"train"}
+    assert set(ESTIMATORS) == {f"proxy:{p}" for p in PROXIES} | {"train", "nas-bench-macro", "nas-bench-macro:sample"}
 
 
 def test_training_estimator_uses_the_short_budget_recipe_and_records_it(monkeypatch):

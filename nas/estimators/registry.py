@@ -1,6 +1,7 @@
 """The one registry of estimators: a name, or ``name:ARG``, to a factory.
 
-* :data:`ESTIMATORS`: plain names (``train``, ``proxy:<name>``) to a factory
+* :data:`ESTIMATORS`: plain names (``train``, ``proxy:<name>``, the benchmark lookups
+  ``nas-bench-macro`` and ``nas-bench-macro:sample`` of :mod:`.benchmark`) to a factory
   ``factory(dataset, *, seed=0, <its options>)`` returning the callable estimator.
 * :data:`ARG_ESTIMATORS`: a prefix whose argument is part of the name
   (``supernet:DIR``) to ``make(ARG) -> factory``.  A new family that needs an
@@ -13,6 +14,7 @@ import functools
 import inspect
 from typing import Callable
 
+from .benchmark import benchmark_estimators
 from .proxy import ProxyEstimator
 from .supernet import supernet_factory
 from .trained import TrainEstimator
@@ -38,6 +40,7 @@ def _registry() -> dict[str, Callable]:
 
     reg: dict[str, Callable] = {f"proxy:{p}": functools.partial(ProxyEstimator, p) for p in PROXIES}
     reg["train"] = TrainEstimator
+    reg.update(benchmark_estimators())  # nas-bench-macro, nas-bench-macro:sample: lookups (nas.benchmarks)
     return reg
 
 

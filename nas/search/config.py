@@ -72,7 +72,7 @@ _NESTED = {"estimator": EstimatorConfig, "latency": LatencyConfig, "storage": St
 
 @dataclass(frozen=True)
 class SearchConfig:
-    target: float  # FLOPs or seconds, as ``metric`` says
+    target: float | None  # FLOPs or seconds, as ``metric`` says; None: maximize accuracy (no cost in the reward)
     metric: str = "flops"  # flops | latency
     constraint: str = "absolute"  # TuNAS's reward: the one whose argmax the target moves (nas.reward)
     w: float | None = None
@@ -81,6 +81,7 @@ class SearchConfig:
     seed: int = 0
     space: str = "mnasnet-b0"
     calibration_samples: int = CALIBRATION_SAMPLES
+    flops_convention: str = "fvcore"  # nas.cost.FLOP_CONVENTIONS: what "flops" counts (conv-linear: NAS-Bench-Macro's)
     estimator: EstimatorConfig = field(default_factory=EstimatorConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -89,7 +90,9 @@ class SearchConfig:
         return Reward.make(self.target, self.metric, self.constraint, self.w)
 
     def default_study_name(self) -> str:
-        t = f"{self.metric}{self.target:g}"
+        t = "max-accuracy" if self.target is None else f"{self.metric}{self.target:g}"
+        if self.flops_convention != "fvcore":
+            t += f"-{self.flops_convention}"
         return f"{self.space}-{self.strategy}-s{self.seed}-{self.estimator.name}-{t}-{self.constraint}"
 
     def to_dict(self) -> dict:

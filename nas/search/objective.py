@@ -38,9 +38,14 @@ COST_METRICS: dict[str, Callable[[Spec, float, Callable[[Spec], float]], float]]
 TRANSIENT_FAILURES = ("stale", "interrupted", "ray:")
 
 
-def make_cost_fn(metric: str, latency_meter: Callable[[Spec], float] | None = None) -> Callable[[Spec], dict]:
-    """spec -> {"flops": ..., "latency": ... or None, "cost": the reward's C}."""
-    from ..cost import cost
+def make_cost_fn(metric: str, latency_meter: Callable[[Spec], float] | None = None,
+                 flops_convention: str = "fvcore") -> Callable[[Spec], dict]:
+    """spec -> {"flops": ..., "latency": ... or None, "cost": the reward's C}; "flops" counted in
+    ``flops_convention`` (one of :data:`nas.cost.FLOP_CONVENTIONS`)."""
+    from ..cost import FLOP_CONVENTIONS, cost
+
+    if flops_convention not in FLOP_CONVENTIONS:
+        raise ValueError(f"unknown FLOP convention {flops_convention!r}; conventions: {', '.join(FLOP_CONVENTIONS)}")
 
     try:
         measure = COST_METRICS[metric]
@@ -48,7 +53,7 @@ def make_cost_fn(metric: str, latency_meter: Callable[[Spec], float] | None = No
         raise ValueError(f"unknown metric {metric!r}; metrics: {', '.join(COST_METRICS)}") from None
 
     def fn(spec: Spec) -> dict:
-        flops = float(cost(spec).flops)
+        flops = float(cost(spec).flops_in(flops_convention))
         c = measure(spec, flops, latency_meter)
         return {"flops": flops, "latency": None if metric == "flops" else c, "cost": c}
 

@@ -17,7 +17,10 @@ __all__ = ["write_outputs", "summary_dict", "summary_text", "trials_csv", "best_
 def _summary_entry(r: dict | None) -> dict | None:
     if r is None:
         return None
-    return {k: r.get(k) for k in ("reward", "accuracy", "score", "flops", "latency", "fingerprint", "number")}
+    out = {k: r.get(k) for k in ("reward", "accuracy", "score", "flops", "latency", "fingerprint", "number")}
+    if r.get("benchmark_key") is not None:  # a benchmark's space: the member's key in its table
+        out["benchmark_key"] = r["benchmark_key"]
+    return out
 
 
 def summary_dict(res: SearchResult) -> dict:
@@ -35,7 +38,8 @@ def summary_dict(res: SearchResult) -> dict:
         "interrupted": res.interrupted,
         "stopped_reason": res.stopped_reason,
         "seconds": round(res.seconds, 2),
-        "target": {"metric": cfg.metric, "value": cfg.target},
+        "target": {"metric": cfg.metric, "value": cfg.target,
+                   **({"flops_convention": cfg.flops_convention} if cfg.flops_convention != "fvcore" else {})},
         "reward": cfg.reward().to_dict(),
         "strategy": cfg.strategy,
         "seed": cfg.seed,
@@ -100,7 +104,8 @@ def pareto_png(res: SearchResult) -> bytes:
     if res.best is not None:
         ax.scatter([res.best[key] * scale], [res.best["accuracy"]], marker="D", s=60, color="k", label="best reward",
                    zorder=6)
-    ax.axvline(res.config.target * scale, color="grey", ls="--", lw=1, label="target")
+    if res.config.target is not None:
+        ax.axvline(res.config.target * scale, color="grey", ls="--", lw=1, label="target")
     ax.set_xlabel(f"{key} ({unit})")
     ylabel = "accuracy" if res.accuracy_map.get("kind") == "identity" else "accuracy-like (mapped proxy score)"
     ax.set_ylabel(ylabel)
@@ -146,9 +151,11 @@ def summary_text(res: SearchResult) -> str:
     cfg = res.config
     key = "latency" if cfg.metric == "latency" else "flops"
     fmt_cost = (lambda v: f"{v * 1e3:.2f} ms") if key == "latency" else (lambda v: f"{v / 1e6:.1f}M")
+    aim = ("no target: reward = accuracy" if cfg.target is None else
+           f"target {fmt_cost(cfg.target)} {key}, {cfg.constraint} constraint (alpha {s['reward']['alpha']}, "
+           f"beta {s['reward']['beta']})")
     lines = [f"nas-search: {cfg.space}, strategy {cfg.strategy}, seed {cfg.seed}, estimator {res.estimator.get('name')}",
-             f"target {fmt_cost(cfg.target)} {key}, {cfg.constraint} constraint (alpha {s['reward']['alpha']}, "
-             f"beta {s['reward']['beta']}); {s['n_trials_complete']} complete / {s['n_trials_failed']} failed trials "
+             f"{aim}; {s['n_trials_complete']} complete / {s['n_trials_failed']} failed trials "
              f"in {res.seconds:.0f} s" + (" (interrupted)" if res.interrupted else ""),
              "", f"{'':<16} {'reward':>8} {'accuracy':>9} {'FLOPs':>9}" + (f" {'latency':>10}" if key == "latency" else "")]
     for label, r in (("best", s["best"]), ("efficientnet-b0", s["references"].get("efficientnet-b0")),
@@ -162,6 +169,9 @@ def summary_text(res: SearchResult) -> str:
         lines.append(line)
     if res.best is not None:
         lines += ["", f"best: {res.best['spec'].short()}"]
+        if res.best.get("benchmark_key") is not None:
+            lines.append(f"best's benchmark key: {res.best['benchmark_key']} (accuracy {res.best['accuracy']:.5f} "
+                         f"in the {cfg.space} table)")
     if res.accuracy_map.get("kind") != "identity":
         lines.append("accuracy = proxy score mapped by a fixed logistic anchored at B0 (not a measured accuracy)")
     if res.stopped_reason:

@@ -291,6 +291,10 @@ class SearchSession:
         """The study's trials as a :class:`SearchResult` (what :mod:`nas.search.outputs` writes)."""
         cfg = self.config
         rows = _trial_rows(self.study)
+        if hasattr(self.space, "key"):  # a benchmark's space: each trial's key in the benchmark's table
+            for r in rows:
+                choices = {k[6:]: v for k, v in r.items() if k.startswith("param_")}
+                r["benchmark_key"] = self.space.key(choices) if len(choices) == len(self.space.param_names) else None
         complete = [r for r in rows if r["state"] == "COMPLETE" and r["reward"] is not None]
         best = max(complete, key=lambda r: (r["reward"], -r["number"])) if complete else None
         if best is not None:
@@ -347,7 +351,7 @@ def open_session(cfg: SearchConfig, *, output: str | Path | None = None, role: s
     else:
         meter = LatencyMeter(threads=cfg.latency.threads, runs=cfg.latency.runs, warmup=cfg.latency.warmup,
                              cache_path=cache)
-    cost_fn = make_cost_fn(cfg.metric, meter)
+    cost_fn = make_cost_fn(cfg.metric, meter, cfg.flops_convention)
     storage = cfg.storage.url or str(out / JOURNAL_NAME)
     study_name = cfg.storage.study_name or cfg.default_study_name()
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=3) if early_stopping(estimator, len(directions) > 1)
