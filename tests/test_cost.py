@@ -87,6 +87,19 @@ def test_mnasnet_a1_multiply_adds_are_the_papers():
     conv_linear = by_op["conv"] + by_op["linear"]
     assert conv_linear == MNASNET_A1_CONV_LINEAR_REGRESSION
     assert round(conv_linear / 1e6) == MNASNET_A1_PAPER_MULT_ADDS_M
+    assert cost(load_preset("mnasnet-a1")).flops_in("conv-linear") == MNASNET_A1_CONV_LINEAR_REGRESSION
+
+
+def test_conv_linear_convention_is_fvcores_conv_and_linear():
+    """The cost model's second convention: fvcore's conv + linear operators only (REFERENCE.md's B0 breakdown)."""
+    b0 = cost(load_preset("efficientnet-b0"))
+    assert b0.conv_linear_flops == B0_FVCORE_BY_OPERATOR["conv"] + B0_FVCORE_BY_OPERATOR["linear"] == 385_814_752
+    assert b0.flops == sum(B0_FVCORE_BY_OPERATOR.values())
+    assert sum(r.conv_linear_flops for r in b0.stages) == b0.conv_linear_flops
+    for seed in range(30):  # every op, odd sizes, SE, pool skips
+        spec = random_spec(random.Random(seed))
+        by_op = _fvcore_by_operator(spec)
+        assert cost(spec).conv_linear_flops == by_op.get("conv", 0) + by_op.get("linear", 0), seed
 
 
 def _fvcore_by_operator(spec) -> dict:
