@@ -64,6 +64,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
                                                                                        "weight_decay": 0.0}),
     "today-seed1": ("today's recipe, seed 1 (the seed noise of a row)", {"seed": 1}),
     "plain-bn-seed1": ("plain-bn, seed 1", {"plain_bn": True, "seed": 1}),
+    "blockwise": ("plain-bn, no weight decay; distilled members learn stage by stage on the largest's "
+                  "features (DNA)", {"plain_bn": True, "weight_decay": 0.0, "distill": "blockwise"}),
     "sgd": ("today's sandwich with the resnet recipe (SGD, momentum 0.9, nesterov)", {"recipe": "resnet"}),
 }
 

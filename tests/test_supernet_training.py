@@ -92,6 +92,24 @@ def test_plain_bn_extraction_equals_the_supernet(one_torch_thread):
     assert not torch.equal(n.stages[1][1].ops["mbconv"].project[1].weight, n.stages[1][1].ops["mbconv"].project[2].weight)
 
 
+def test_blockwise_distillation_of_the_teacher_itself_is_its_own_forward(net):
+    """Fed its own stage inputs, the largest member's blockwise pass is its forward pass exactly."""
+    net.eval()
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    feats, stem = [], []
+    with torch.no_grad():
+        logits = net(x, net.largest, features=feats, stem=stem)
+        outs, again = net.forward_blockwise(net.largest, stem[0], feats)
+    assert len(outs) == len(feats) == len(SPACE.base.stages)
+    for a, b in zip(outs, feats):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    torch.testing.assert_close(again, logits, atol=0, rtol=0)
+    # a narrower member reads the teacher's first channels at every stage input
+    small = net.smallest
+    outs, out = net.forward_blockwise(small, stem[0], feats)
+    assert [o.shape[1] for o in outs] == [s.out_channels for s in small.spec.stages] and out.shape == (3, 10)
+
+
 def test_zero_init_residual_makes_a_deep_member_start_as_its_shallow_self(one_torch_thread):
     torch.manual_seed(0)
     n = Supernet(SPACE, num_classes=10)

@@ -62,6 +62,9 @@ def _parser() -> ArgumentParser:
     t.add_argument("--weight-decay", type=float, default=None, help="default 0 (not the recipe's)")
     t.add_argument("--plain-bn", action=argparse.BooleanOptionalAction, default=None,
                    help="a private last BN per branch for layers that add no shortcut (default: on)")
+    t.add_argument("--distill", choices=("end-to-end", "blockwise"), default=None,
+                   help="distilled members run on their own features (end-to-end) or stage by stage on the "
+                        "largest's (blockwise, DNA)")
     t.add_argument("--feature-distill", type=float, default=None, metavar="W",
                    help="weight of the stage-wise feature distillation from the largest member (default 1; 0: off)")
     t.add_argument("--zero-init-residual", action="store_true",
@@ -158,7 +161,7 @@ def _train(args) -> int:
     if args.feature_distill is not None and not args.feature_distill >= 0:
         raise UsageError(f"--feature-distill must be >= 0, got {args.feature_distill}")
     options = {k: getattr(args, k) for k in ("epochs", "smallest", "weight_decay", "schedule", "plain_bn",
-                                             "feature_distill") if getattr(args, k) is not None}
+                                             "feature_distill", "distill") if getattr(args, k) is not None}
     if args.zero_init_residual:
         options["zero_init_residual"] = True
     cfg = TrainConfig(space=args.space, data=args.data, resolution=args.resolution,

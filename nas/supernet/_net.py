@@ -322,10 +322,13 @@ class Supernet(nn.Module):
     # ------------------------------------------------------------ running a member
 
     def forward(self, x: torch.Tensor, member: Member, dropout: float = 0.0,  # type: ignore[override]
-                features: list | None = None) -> torch.Tensor:
-        """The member's logits; ``features``, when a list, receives each stage's output (for distillation)."""
+                features: list | None = None, stem: list | None = None) -> torch.Tensor:
+        """The member's logits; ``features``, when a list, receives each stage's output (for distillation),
+        ``stem`` the stem's."""
         spec = member.spec
         x = self.act(self.stem(x, spec.stem.out_channels, stride=spec.stem.stride))
+        if stem is not None:
+            stem.append(x)
         last = len(member.plans) - 1
         for k, p in enumerate(member.plans):
             x = self.stages[p.stage_index][p.layer_index](x, p)
@@ -336,6 +339,31 @@ class Supernet(nn.Module):
         if dropout > 0:
             x = F.dropout(x, dropout, self.training)
         return self.classifier(x)
+
+    def forward_blockwise(self, member: Member, stem: torch.Tensor, teacher: list) -> tuple[list, torch.Tensor]:
+        """Each of the member's stages run on the teacher's input to that stage (DNA, Li et al. 2020).
+
+        ``stem`` is the stem's output and ``teacher`` the teacher's stage outputs (both detached);
+        stage ``i`` reads ``teacher[i - 1]``'s first channels (the member's own input width).
+        Returns the member's stage outputs and its logits from the teacher's last stage output
+        cut to the member's width, so that every stage and the head learn to work on the
+        teacher's features whatever produced them.
+        """
+        spec = member.spec
+        outs = []
+        x, stage = None, -1
+        for p in member.plans:
+            if p.stage_index != stage:
+                if x is not None:
+                    outs.append(x)
+                stage = p.stage_index
+                source = stem if stage == 0 else teacher[stage - 1]
+                x = source[:, :p.in_channels]
+            x = self.stages[p.stage_index][p.layer_index](x, p)
+        outs.append(x)
+        h = teacher[-1][:, :spec.stages[-1].out_channels]
+        h = self.act(self.head(h, spec.head.out_channels))
+        return outs, self.classifier(torch.flatten(F.adaptive_avg_pool2d(h, 1), 1))
 
     # ------------------------------------------------------------ extraction
 

@@ -76,6 +76,11 @@ class TrainConfig:
     # towards the largest's (its first channels), so that any stage hands its successor features that
     # the successor was trained on, whichever op, width, kernel, depth or skip produced them.
     feature_distill: float = 1.0
+    # "end-to-end": a distilled member runs on its own features; "blockwise": each of its stages runs on
+    # the largest's input to that stage and learns the largest's output there (DNA), so every op branch,
+    # width and skip learns features aligned with the largest's (ablation: branches' outputs on the same
+    # input are otherwise uncorrelated, results/supernet/diagnosis.json)
+    distill: str = "end-to-end"
     eval_images: int = 1000  # held-out images for the per-epoch check of the largest and smallest
     calibration_images: int = 500  # for that check only; scoring has its own setting
 
@@ -103,7 +108,8 @@ SCHEDULES = ("sandwich", "progressive")
 PROGRESSIVE_ORDER = ("kernel", "layers", "filters", "se", "skip", "op")
 # What a checkpoint written before these settings existed was trained with (version 1 files).
 _BEFORE_SETTINGS = {"smallest": "dwconv", "weight_decay": None, "zero_init_residual": False, "schedule": "sandwich",
-                    "plain_bn": False, "feature_distill": 0.0}
+                    "plain_bn": False, "feature_distill": 0.0,
+                    "distill": "end-to-end"}
 
 
 def sandwich(net: Supernet, cfg: TrainConfig, step: int, total: int | None = None) -> list:
@@ -194,6 +200,8 @@ def train_supernet(cfg: TrainConfig, dataset, output: str | Path, *, device: str
         raise SupernetError(f"unknown schedule {cfg.schedule!r}; choose from {', '.join(SCHEDULES)}")
     if cfg.smallest not in SMALLEST:
         raise SupernetError(f"unknown sandwich end {cfg.smallest!r}; choose from {', '.join(SMALLEST)}")
+    if cfg.distill not in ("end-to-end", "blockwise"):
+        raise SupernetError(f"unknown distillation {cfg.distill!r}; choose end-to-end or blockwise")
     if not cfg.feature_distill >= 0:
         raise SupernetError(f"feature distillation weight must be >= 0, got {cfg.feature_distill}")
     if cfg.weight_decay is not None and not cfg.weight_decay >= 0:
@@ -328,8 +336,10 @@ def _loop(cfg, dataset, net, opt, recipe, loader, state, out, dev, progress, che
                     g["lr"] = peak * f
                 opt.zero_grad(set_to_none=True)
                 chosen = sandwich(net, cfg, step, total)
-                taught = [] if cfg.feature_distill > 0 else None
-                logits = net(x, chosen[0], dropout=dropout, features=taught)
+                blockwise = cfg.distill == "blockwise"
+                taught = [] if cfg.feature_distill > 0 or blockwise else None
+                stem = [] if blockwise else None
+                logits = net(x, chosen[0], dropout=dropout, features=taught, stem=stem)
                 if taught is not None:
                     taught = [t.detach() for t in taught]
                 loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
@@ -337,10 +347,14 @@ def _loop(cfg, dataset, net, opt, recipe, loader, state, out, dev, progress, che
                 soft = F.softmax(logits.detach(), dim=1)
                 value = float(loss.detach())
                 for m in chosen[1:]:
-                    feats = [] if taught is not None else None
-                    distill = _soft_cross_entropy(net(x, m, features=feats), soft)
-                    if feats is not None:
-                        distill = distill + cfg.feature_distill * feature_distance(feats, taught)
+                    if blockwise:
+                        feats, member_logits = net.forward_blockwise(m, stem[0].detach(), taught)
+                        distill = _soft_cross_entropy(member_logits, soft) + feature_distance(feats, taught)
+                    else:
+                        feats = [] if taught is not None else None
+                        distill = _soft_cross_entropy(net(x, m, features=feats), soft)
+                        if feats is not None:
+                            distill = distill + cfg.feature_distill * feature_distance(feats, taught)
                     distill.backward()
                     value += float(distill.detach())
                 if not math.isfinite(value):
