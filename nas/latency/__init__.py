@@ -24,6 +24,7 @@ from ._meter import Latency, LatencyMeter, measure_latency
 from ._table import (FIT_MODELS, FORMAT, VERSION, LatencyTable, MissingEntryError, TableError, TablePredictor,
                      fastest_member, fit_linear, predict, predict_breakdown)
 from ._validate import agreement, validate, write_report
+from ._workflow import FitError, complete_table, open_table, run_validation, validation_members
 
 __all__ = [
     # measured (the search's --target-latency)
@@ -39,4 +40,6 @@ __all__ = [
     "measure_entry", "measure_network", "measure_as_table",
     # validation
     "agreement", "validate", "write_report",
+    # what nas-latency table and validate run
+    "open_table", "complete_table", "FitError", "validation_members", "run_validation",
 ]
