@@ -3,7 +3,7 @@
     python benchmarks/bench_supernet.py [--steps 6] [--resolution 32] [--batch-size 64] [--threads 1]
                                         [--score-members 4] [--calibration-images 2000]
 
-Prints, on ``--threads`` torch threads with the tuned allocator (``nas.cli.tune_allocator``,
+Prints, on ``--threads`` torch threads with the tuned allocator (``nas.allocator.tune_allocator``,
 the in-process form of ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...``):
 
 * stand-alone B0: training images/s that :func:`nas.train.train_and_evaluate` reports
