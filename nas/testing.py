@@ -34,7 +34,8 @@ from typing import Any, Callable, Mapping, Sequence
 from .ops import OPS as OP_REGISTRY
 from .spec import ACTIVATIONS, FORMAT, OPS, SKIPS, VERSION, Spec
 
-__all__ = ["small_spec", "random_spec", "random_spec_dict", "KERNELS", "EXPAND_RATIOS", "SE_RATIOS", "RESOLUTIONS"]
+__all__ = ["small_spec", "random_spec", "random_spec_dict", "conv_linear_macs", "KERNELS", "EXPAND_RATIOS",
+           "SE_RATIOS", "RESOLUTIONS"]
 
 KERNELS = (1, 3, 5, 7)
 STRIDES = (1, 2)
@@ -172,6 +173,33 @@ def small_spec(*, op: str = "mbconv", activation: str = "swish", skip: str = "id
         "stages": [dict(b, **o) for b, o in zip(base, overrides)],
         "head": {"out_channels": head_channels}, "dropout": dropout, "drop_connect_rate": drop_connect_rate,
         "bn": {"eps": 1e-3, "momentum": 0.01}})
+
+
+def conv_linear_macs(model, resolution: int, in_channels: int = 3) -> int:
+    """Multiply-adds of ``model``'s convolutions and linear layers at batch 1, counted from the shapes a
+    forward pass sees (an independent check of the cost model's ``conv-linear`` convention)."""
+    import torch
+
+    total = 0
+
+    def hook(m, inputs, out):
+        nonlocal total
+        if isinstance(m, torch.nn.Conv2d):
+            total += out[0].numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+        else:
+            total += m.in_features * m.out_features
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, in_channels, resolution, resolution))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return total
 
 
 try:  # hypothesis is a test dependency, not a runtime one

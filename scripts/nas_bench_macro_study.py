@@ -141,21 +141,30 @@ def cmd_run(args) -> int:
 # ---------------------------------------------------------------- statistics
 
 
-def random_expected_regret(means: list[float], best: float, n: int, replacement: bool) -> float:
-    """Exact expected regret of ``n`` uniform draws: with replacement (Optuna's RandomSampler, each
-    layer drawn independently) or without (the shared README's simulation)."""
+def random_expected_regret(means: list[float], best: float, n: int, replacement: bool, infeasible: int = 0,
+                           worst: float | None = None) -> float:
+    """Exact expected regret of ``n`` uniform draws from ``len(means) + infeasible`` members, with
+    replacement (Optuna's RandomSampler: each layer drawn independently) or without (the shared
+    README's simulation).  ``means``: the feasible members' accuracies; a draw of one of the
+    ``infeasible`` others counts for nothing, and a run that drew no feasible member scores ``worst``."""
     xs = sorted(means)
-    N = len(xs)
-    expected_max, prev = 0.0, 0.0
-    for i in range(1, N + 1):  # P(max <= xs[i-1])
+    total = len(xs) + infeasible
+
+    def p_all_within(m: int) -> float:  # P(every draw falls among m given members)
         if replacement:
-            cdf = (i / N) ** n
-        else:
-            cdf = math.exp(math.lgamma(i + 1) - math.lgamma(i - n + 1) - math.lgamma(N + 1) + math.lgamma(N - n + 1)) \
-                if i >= n else 0.0
-        expected_max += xs[i - 1] * (cdf - prev)
+            return (m / total) ** n
+        if m < n:
+            return 0.0
+        return math.exp(math.lgamma(m + 1) - math.lgamma(m - n + 1) - math.lgamma(total + 1)
+                        + math.lgamma(total - n + 1))
+
+    prev = p_all_within(infeasible)  # no feasible member drawn
+    expected = (worst if worst is not None else 0.0) * prev
+    for i in range(1, len(xs) + 1):  # P(best feasible drawn <= xs[i-1], or none)
+        cdf = p_all_within(infeasible + i)
+        expected += xs[i - 1] * (cdf - prev)
         prev = cdf
-    return best - expected_max
+    return best - expected
 
 
 def _wilson(k: int, n: int) -> tuple[float, float]:
@@ -185,11 +194,14 @@ def summarize(rows: list[dict]) -> dict:
             return 1 + bisect.bisect_left(sorted_desc, -table[key].mean_acc)
 
         means = [r.mean_acc for r in feasible]
-        block = {"best_accuracy": best, "members": len(feasible),
+        others = len(table) - len(feasible)
+
+        def exact(b, replacement):
+            return round(random_expected_regret(means, best, b, replacement, others, worst), 4)
+
+        block = {"best_accuracy": best, "members": len(feasible), "worst_accuracy": worst,
                  "best_keys": sorted(r.key for r in feasible if r.mean_acc == best),
-                 "random_exact": {str(b): {"with_replacement": round(random_expected_regret(means, best, b, True), 4),
-                                           "without_replacement": round(random_expected_regret(means, best, b, False),
-                                                                        4)}
+                 "random_exact": {str(b): {"with_replacement": exact(b, True), "without_replacement": exact(b, False)}
                                   for b in BUDGETS},
                  "strategies": {}}
         for strategy in _strategies():
@@ -224,7 +236,8 @@ def table_md(summary: dict) -> str:
     lines = []
     for setting, block in summary.items():
         lines += [f"### {setting}: best {block['best_accuracy']:.3f} % over {block['members']} members", "",
-                  "| strategy | seeds | " + " | ".join(f"regret @{b}" for b in BUDGETS) + " | P(best) @100 | P(best) @200 "
+                  "| strategy | seeds | " + " | ".join(f"regret @{b}" for b in BUDGETS)
+                  + " | P(best) @100 | P(best) @200 "
                   "| mean rank @50 | mean rank @200 |",
                   "|---|---|" + "---|" * (len(BUDGETS) + 4)]
         for strategy, st in block["strategies"].items():

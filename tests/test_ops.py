@@ -24,6 +24,7 @@ from nas.blocks import LAYERS
 from nas.cost import LAYER_COSTS, conv_out, count_params, fvcore_flops, layer_cost
 from nas.ops import OPS as OP_REGISTRY
 from nas.spec import OPS, Stage
+from nas.testing import conv_linear_macs
 
 torch.set_num_threads(1)
 
@@ -42,26 +43,6 @@ VARIANTS = [
     (16, 8, 3, 2, 2.5, 0.5, "none", 8),
     (12, 12, 1, 1, 4, 0.25, "pool", 7),
 ]
-
-
-def _conv_linear_macs(module, res: int, cin: int) -> int:
-    """Multiply-adds of the convolutions and linear layers, counted from the shapes a forward pass sees."""
-    total = 0
-
-    def hook(m, inputs, out):
-        nonlocal total
-        if isinstance(m, torch.nn.Conv2d):
-            total += out[0].numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
-        else:
-            total += m.in_features * m.out_features
-
-    handles = [m.register_forward_hook(hook) for m in module.modules()
-               if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-    with torch.no_grad():
-        module.eval()(torch.zeros(1, cin, res, res))
-    for h in handles:
-        h.remove()
-    return total
 
 
 def _variants(op):
@@ -83,7 +64,7 @@ def test_op_cost_equals_its_module(op):
         assert c.params == count_params(module), stage
         assert c.flops == fvcore_flops(module, res, cin), stage
         assert c.flops > 0 or (op == "identity" and stage.stride == 1 and cin == stage.out_channels), stage
-        assert c.conv_linear_flops == _conv_linear_macs(module, res, cin), stage
+        assert c.conv_linear_flops == conv_linear_macs(module, res, cin), stage
         with torch.no_grad():
             out = module(torch.randn(2, cin, res, res))
         assert out.shape == (2, stage.out_channels, conv_out(res, stage.stride), conv_out(res, stage.stride))
