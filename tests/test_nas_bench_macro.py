@@ -306,3 +306,25 @@ def test_random_search_regret_is_known_exactly():
     rng = random.Random(0)
     sims = [best - max(rng.choice(means) for _ in range(10)) for _ in range(4000)]
     assert sum(sims) / len(sims) == pytest.approx(study.random_expected_regret(means, best, 10, True), abs=0.04)
+
+
+def test_proxy_study_runs_on_a_tiny_synthetic_cifar_folder(tmp_path):
+    """Beyond lookup: the proxies' correlation study reads CIFAR-10 (cifar:DIR) and scores members against
+    the table; here on a synthetic 60-image folder (real CIFAR-10 is not on disk), 3 members, one proxy."""
+    from test_data import write_cifar10
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import nas_bench_macro_proxies
+
+    root = write_cifar10(tmp_path / "cifar-10-batches-py", per_batch=12)
+    out = tmp_path / "proxies.json"
+    assert nas_bench_macro_proxies.main(["--data", f"cifar:{root}", "--estimators", "proxy:grad_norm",
+                                         "--every", "2187", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    t = load_table()
+    assert res["members"] == 3 and set(res["rows"]) == {"00000000", "10000000", "20000000"}
+    assert all(r["mean_acc"] == t[k].mean_acc and isinstance(r["proxy:grad_norm"], float)
+               for k, r in res["rows"].items())
+    est = res["estimators"]["proxy:grad_norm"]
+    assert est["scored"] == 3 and -1 <= est["spearman"] <= 1
+    assert nas_bench_macro_proxies.main(["--data", f"cifar:{root}", "--every", "0", "--out", str(out)]) == 2
