@@ -112,6 +112,12 @@ def _work(name: str) -> dict:
     out = RUNS / name
     t0 = time.perf_counter()
     summary = train_supernet(cfg, data, out, progress=False)
+    return _score_dir(name, VARIANTS[name][0], cfg.to_dict(), summary, data, out, t0)
+
+
+def _score_dir(name, changes, config, summary, data, out, t0) -> dict:
+    from nas.supernet import SupernetEstimator
+
     scoring = data.subset(BUDGET["limit_train"], SCORING["val_images"], seed=0)
     est = SupernetEstimator(out, scoring, resolution=BUDGET["resolution"],
                             calibration_images=SCORING["calibration_images"])
@@ -123,11 +129,27 @@ def _work(name: str) -> dict:
         scores[spec.fingerprint()] = est(spec).score
     score_seconds = (time.perf_counter() - t1) / len(gt)
     probes = {label: est(est.net.space.decode(c)).score for label, c in _choices_probes(est.net).items()}
-    return {"variant": name, "changes": VARIANTS[name][0], "config": cfg.to_dict(), "budget": BUDGET,
+    return {"variant": name, "changes": changes, "config": config, "budget": BUDGET,
             "scoring": SCORING, "train_seconds": summary["train_seconds"],
             "train_cpu_seconds": summary["train_cpu_seconds"], "history": summary["history"],
             "seconds_per_member": score_seconds, "scores": scores, "probes": probes,
             "wall_seconds": time.perf_counter() - t0}
+
+
+def score(args) -> None:
+    """Score a supernet trained elsewhere (e.g. a default ``nas-supernet train``) as one more row."""
+    from nas.data import load_dataset
+
+    _init()
+    out = Path(args.dir)
+    summary = json.loads((out / "train.json").read_text())
+    data = load_dataset(BUDGET["data"], seed=0)
+    row = _score_dir(args.name, args.changes, summary["config"], summary, data, out, time.perf_counter())
+    row["directory"] = str(out)
+    with ROWS.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(f"{args.name}: rho {_rho(row):.3f}", file=sys.stderr)
+    report(args)
 
 
 def run(args) -> None:
@@ -199,11 +221,29 @@ def dimension_gaps(row, gt_rows, acc) -> dict:
     return out
 
 
+def choice_effects(values, gt_rows) -> dict:
+    """Per (choice, value): Spearman of ``values`` (one per ground-truth architecture) with the number of
+    stages holding that value: what a score rewards, choice by choice."""
+    from search_spaces import SPACES
+    from search_spaces.mnasnet import CHOICES
+    space = SPACES["mnasnet-b0"]
+    choices = [space.encode(Spec.from_dict(r["spec"])) for r in gt_rows]
+    out = {}
+    for key, vals in CHOICES.items():
+        for v in vals:
+            count = [sum(1 for n, c in ch.items() if n.endswith("_" + key) and c == v) for ch in choices]
+            if np.ptp(count) > 0:
+                out[f"{key}={v}"] = spearman(count, values)
+    return out
+
+
 def report(args=None) -> dict:
     fps, acc, gt_rows = _truth()
     rows = {r["variant"]: r for r in read_rows(ROWS)} if ROWS.exists() else {}
     table = {}
     for name, r in rows.items():
+        if name not in VARIANTS and "directory" not in r:
+            continue
         s = np.array([r["scores"][f] for f in fps])
         table[name] = {"changes": VARIANTS.get(name, (r["changes"],))[0], "config": r["config"], "spearman": spearman(acc, s),
                        "spearman_ci90": rho_ci(acc, s), "kendall": kendall(acc, s),
@@ -212,10 +252,12 @@ def report(args=None) -> dict:
                        "train_seconds": r["train_seconds"], "train_cpu_seconds": r["train_cpu_seconds"],
                        "seconds_per_member": r["seconds_per_member"], "probes": r["probes"],
                        "dimension_gaps": dimension_gaps(r, gt_rows, acc),
+                       "choice_effects": choice_effects(s, gt_rows),
                        "last_epoch": r["history"][-1] if r["history"] else None}
     result = {"format": "nas-supernet-ablation", "version": 1,
               "command": "python scripts/supernet_ablation.py run", "budget": BUDGET, "scoring": SCORING,
-              "ground_truth": {"n": len(fps), "median_accuracy": float(np.median(acc))},
+              "ground_truth": {"n": len(fps), "median_accuracy": float(np.median(acc)),
+                               "choice_effects": choice_effects(acc, gt_rows)},
               "status": "complete" if set(VARIANTS) <= set(rows) else "in progress", "variants": table}
     atomic_write_text(OUT / "ablation.json", json.dumps(result, indent=2) + "\n")
     atomic_write_text(OUT / "ablation.md", _markdown(result))
@@ -251,6 +293,12 @@ def _markdown(result) -> str:
         for k in keys:
             lines.append(f"| {k} | " + " | ".join(f"{result['variants'][n]['dimension_gaps'].get(k, float('nan')):+.2f}"
                                                    for n in names) + " |")
+        lines += ["", "## What each score rewards: Spearman of the score with the number of stages holding a value",
+                  "", "| choice | ground truth | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+        gt = result["ground_truth"]["choice_effects"]
+        for k in gt:
+            lines.append(f"| {k} | {gt[k]:+.2f} | " + " | ".join(
+                f"{result['variants'][n]['choice_effects'].get(k, float('nan')):+.2f}" for n in names) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -260,9 +308,13 @@ def main() -> None:
     r = sub.add_parser("run")
     r.add_argument("--variants", nargs="+", help=f"default: all ({', '.join(VARIANTS)})")
     r.add_argument("--workers", type=int, default=2)
+    sc = sub.add_parser("score", help="score a supernet trained elsewhere as a row")
+    sc.add_argument("dir")
+    sc.add_argument("--name", required=True)
+    sc.add_argument("--changes", required=True, help="what the row is (its settings are read from the folder)")
     sub.add_parser("report")
     args = ap.parse_args()
-    (run if args.command == "run" else report)(args)
+    {"run": run, "score": score, "report": report}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -309,7 +309,7 @@ def _loop(cfg, dataset, net, opt, recipe, loader, state, out, dev, progress, che
 
     bar = None
     if progress:
-        from tqdm import tqdm
+        from ..progress import progress_bar as tqdm
         bar = tqdm(total=total, initial=step, unit="step", desc=f"supernet {cfg.space}", dynamic_ncols=True)
     last_save = time.monotonic()
     t_run = time.perf_counter()
@@ -349,7 +349,8 @@ def _loop(cfg, dataset, net, opt, recipe, loader, state, out, dev, progress, che
                 for m in chosen[1:]:
                     if blockwise:
                         feats, member_logits = net.forward_blockwise(m, stem[0].detach(), taught)
-                        distill = _soft_cross_entropy(member_logits, soft) + feature_distance(feats, taught)
+                        distill = _soft_cross_entropy(member_logits, soft) + \
+                            cfg.feature_distill * feature_distance(feats, taught)
                     else:
                         feats = [] if taught is not None else None
                         distill = _soft_cross_entropy(net(x, m, features=feats), soft)
