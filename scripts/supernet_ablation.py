@@ -206,19 +206,8 @@ def rho_ci(truth, score, seed: int = 0, n_boot: int = 2000) -> list[float]:
 def dimension_gaps(row, gt_rows, acc) -> dict:
     """Per (choice, value): Spearman of the gap (trained alone - inherited) with the member's count of
     stages holding that value.  Positive: the more stages hold it, the more inheritance loses."""
-    from search_spaces import SPACES
-    space = SPACES["mnasnet-b0"]
     fps = [Spec.from_dict(r["spec"]).fingerprint() for r in gt_rows]
-    gap = acc - np.array([row["scores"][f] for f in fps])
-    choices = [space.encode(Spec.from_dict(r["spec"])) for r in gt_rows]
-    from search_spaces.mnasnet import CHOICES
-    out = {}
-    for key, values in CHOICES.items():
-        for v in values:
-            count = [sum(1 for n, c in ch.items() if n.endswith("_" + key) and c == v) for ch in choices]
-            if np.ptp(count) > 0:
-                out[f"{key}={v}"] = spearman(count, gap)
-    return out
+    return choice_effects(acc - np.array([row["scores"][f] for f in fps]), gt_rows)
 
 
 def choice_effects(values, gt_rows) -> dict:
