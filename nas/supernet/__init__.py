@@ -11,10 +11,11 @@
 """
 from ._checkpoint import CHECKPOINT, FORMAT, VERSION, load_supernet, read_checkpoint
 from ._net import Member, Supernet, SupernetError, fit_tensor
-from ._score import DEFAULT_CALIBRATION_IMAGES, SupernetEstimator, calibration_batches, inherit
+from ._score import (DEFAULT_CALIBRATION_IMAGES, SupernetEstimator, calibration_batches, inherit, save_extracted,
+                     score_report)
 from ._train import OPTIMIZERS, SEARCH_SUPERNET, TrainConfig, peak_rss_mb, resolve_device, train_supernet
 
 __all__ = ["Supernet", "Member", "SupernetError", "fit_tensor", "TrainConfig", "train_supernet", "OPTIMIZERS",
            "SEARCH_SUPERNET",
            "peak_rss_mb", "resolve_device", "SupernetEstimator", "DEFAULT_CALIBRATION_IMAGES", "calibration_batches",
-           "inherit", "load_supernet", "read_checkpoint", "CHECKPOINT", "FORMAT", "VERSION"]
+           "inherit", "score_report", "save_extracted", "load_supernet", "read_checkpoint", "CHECKPOINT", "FORMAT", "VERSION"]

@@ -26,7 +26,8 @@ from ..train import MEMORY_FORMAT, evaluate, recalibrate_bn
 from ._checkpoint import load_supernet
 from ._net import Member, Supernet, SupernetError
 
-__all__ = ["DEFAULT_CALIBRATION_IMAGES", "calibration_batches", "inherit", "SupernetEstimator"]
+__all__ = ["DEFAULT_CALIBRATION_IMAGES", "calibration_batches", "inherit", "SupernetEstimator", "score_report",
+           "save_extracted"]
 
 # Once-for-All recalibrates on 2,000 training images; SPOS on 25,600.  (How many this
 # task needs: docs/supernet.md.)
@@ -162,3 +163,44 @@ class SupernetEstimator:
             atomic_write_text(self._cache_file(fingerprint), json.dumps(record) + "\n")
         except OSError:
             pass  # a read-only supernet folder still scores; only the disk cache is lost
+
+
+# ---------------------------------------------------------------- what nas-supernet score / extract hand out
+
+
+def score_report(est: SupernetEstimator, member: Member) -> dict:
+    """The member's inherited held-out accuracy with its cost and the scoring settings, as one dict."""
+    from ..cost import cost
+
+    e = est(member.spec)
+    if e.failed:
+        raise SupernetError(f"scoring failed: {e.reason}")
+    c = cost(member.spec)
+    return {"spec": member.spec.name, "fingerprint": member.fingerprint(), "accuracy": e.score,
+            "loss": e.details.get("loss"), "seconds": e.seconds, "cached": e.details.get("cached"),
+            "flops": c.flops, "params": c.params, **{k: v for k, v in est.describe().items() if k != "name"},
+            "supernet": str(est.directory)}
+
+
+def save_extracted(est: SupernetEstimator, member: Member, output: str | Path, spec_output: str | Path | None = None,
+                   *, recalibrate: bool = True) -> dict:
+    """Write the member's inherited weights (a state dict for ``build_model``) and, if asked, the spec they fit
+    (its provenance names the supernet); both atomic.  Returns what was written."""
+    import io
+
+    from ..atomic import atomic_write_bytes
+
+    state = est.state_dict(member.spec) if recalibrate else est.net.extract(member)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    spec = member.spec.replace(provenance={**member.spec.provenance,
+                                           "weights": {"supernet": str(est.directory), "step": est.meta["step"],
+                                                       "recalibrated": recalibrate}})
+    atomic_write_bytes(output, buf.getvalue())
+    if spec_output is not None:
+        atomic_write_text(spec_output, spec.to_json())
+    return {"output": str(output), "spec_output": str(spec_output) if spec_output else None, "tensors": len(state),
+            "params": sum(int(v.numel()) for k, v in state.items() if not k.endswith("num_batches_tracked")
+                          and "running_" not in k),
+            "num_classes": spec.num_classes, "in_channels": spec.in_channels, "fingerprint": spec.fingerprint(),
+            "recalibrated": recalibrate}
