@@ -15,7 +15,7 @@ GT_BUDGET=(--data fashion-mnist --epochs 3 --resolution 28 --batch-size 128 --lr
 
 # 1. search: 60 members scored by inheritance, FLOPs target 400M (the README's main job's target)
 nas-search --target-flops 400M --estimator "supernet:$SN" --data fashion-mnist --limit-val 5000 --budget 60 \
-    --workers 2 --no-progress --output "$OUT/search-400M" 2> "$OUT/search-400M.log"
+    --workers 2 --no-progress --output "$OUT/search-400M"
 mv "$OUT/search-400M/best.weights.pt" "$W/best.weights.pt"
 BEST="$OUT/search-400M/best.json"
 
