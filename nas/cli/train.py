@@ -9,7 +9,6 @@ with ETA on a terminal, occasional plain lines otherwise) goes to stderr unless
 """
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
@@ -18,22 +17,10 @@ from pathlib import Path
 
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..presets import load_spec
-from ..recipes import RECIPE_NAMES
 from ..spec import MAX_RESOLUTION, min_resolution, total_stride
-from . import ArgumentParser, RuntimeFailure, UsageError, command, load_data, non_negative_int, positive_int
+from . import RuntimeFailure, UsageError, command, load_data
+from .train_args import parser
 
-
-
-def _positive_float(name):
-    def parse(text):
-        try:
-            v = float(text)
-        except ValueError:
-            raise UsageError(f"{name} must be a number, got {text!r}") from None
-        if not (v > 0 and v != float("inf")):
-            raise UsageError(f"{name} must be a positive number, got {text!r}")
-        return v
-    return parse
 
 
 def _summary(spec, r, data) -> str:
@@ -75,44 +62,10 @@ def main(argv=None) -> int:
     from ..detection import is_detector
 
     if argv and not argv[0].startswith("-") and is_detector(argv[0]):  # a detector spec comes first
-        from .detector import train as train_detector
+        from .detector_train import train as train_detector
 
         return train_detector(argv)
-    ap = ArgumentParser(prog="nas-train", description="Train a spec briefly and report held-out top-1 accuracy.")
-    ap.add_argument("spec", help="a preset name, a JSON file, or a JSON string")
-    ap.add_argument("--data", default="sample",
-                    help="sample (default, embedded), fashion-mnist, idx:DIR, folder:DIR or cifar:DIR")
-    budget = ap.add_mutually_exclusive_group()
-    budget.add_argument("--epochs", type=_positive_float("--epochs"), help="training epochs (default 1)")
-    budget.add_argument("--steps", type=positive_int("--steps"), help="optimizer steps instead of epochs")
-    ap.add_argument("--resolution", type=positive_int("--resolution"), default=32,
-                    help="training resolution in pixels (default 32)")
-    ap.add_argument("--test-resolution", type=positive_int("--test-resolution"),
-                    help="evaluate at another resolution (FixRes effect; default: --resolution)")
-    ap.add_argument("--batch-size", type=positive_int("--batch-size"), default=64, help="default 64")
-    # adamw: the recipe that trains well at the short budgets this command is used with
-    # (B0, one epoch of the sample: 0.67 against efficientnet's 0.31; results/evaluation/recipe_sweep.json)
-    ap.add_argument("--recipe", choices=RECIPE_NAMES, default="adamw",
-                    help="default adamw; efficientnet and resnet are the papers' recipes")
-    ap.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                    help="random crop and flip while training (default: on from 16 epochs of budget)")
-    ap.add_argument("--lr", type=_positive_float("--lr"), help="override the recipe's peak learning rate per 256 images")
-    ap.add_argument("--seed", type=non_negative_int("--seed"), default=0, help="default 0")
-    ap.add_argument("--limit-train", type=positive_int("--limit-train"), help="use only N training images")
-    ap.add_argument("--limit-val", type=positive_int("--limit-val"), help="evaluate on only N held-out images")
-    # Default 1 thread: on the 2-core reference machine B0 at 32 px trains at ~130-160
-    # images/s with 1 thread and barely faster with 2 when idle, but with 2 threads
-    # it fell to 13 images/s while other jobs shared the cores (spinning OpenMP
-    # workers), against 127 with 1.  More threads pay off for large inputs.
-    ap.add_argument("--threads", type=positive_int("--threads"), default=1,
-                    help="torch CPU threads (default 1; see nas-train --help)")
-    ap.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu; auto picks CUDA when present)")
-    ap.add_argument("--init", metavar="W.pt", help="start from these weights (e.g. nas-supernet extract's) instead "
-                                                   "of the reference initialisation")
-    ap.add_argument("--output", help="directory for metrics.json, weights.pt and spec.json")
-    ap.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    ap.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = ap.parse_args(argv)
+    args = parser().parse_args(argv)
     if args.threads > 1:
         # passive OpenMP workers degrade gracefully when other jobs share the cores;
         # it must be set before the OpenMP runtime loads (torch is imported lazily)
