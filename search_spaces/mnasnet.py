@@ -55,6 +55,14 @@ class ChoiceError(ValueError):
     """A choice dict (or a spec to encode) is not a member of the space."""
 
 
+def check_names(space: str, param_names, choices: Mapping[str, Any]) -> None:
+    """:class:`ChoiceError` unless ``choices`` has exactly the space's parameter names (every space's first check)."""
+    missing = [n for n in param_names if n not in choices]
+    extra = [n for n in choices if n not in param_names]
+    if missing or extra:
+        raise ChoiceError(f"choices do not match space {space}: missing {missing}, unknown {extra}")
+
+
 
 @dataclass(frozen=True)
 class MnasNetSpace:
@@ -91,10 +99,7 @@ class MnasNetSpace:
 
     def check(self, choices: Mapping[str, Any]) -> dict[str, Any]:
         """Validate a choice dict; returns it as a plain dict in parameter order."""
-        missing = [n for n in self.param_names if n not in choices]
-        extra = [n for n in choices if n not in self.param_names]
-        if missing or extra:
-            raise ChoiceError(f"choices do not match space {self.name}: missing {missing}, unknown {extra}")
+        check_names(self.name, self.param_names, choices)
         out = {}
         for n in self.param_names:
             v = choices[n]

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 from nas.benchmarks import nas_bench_macro as bench
 from nas.spec import Spec
 
-from .mnasnet import ChoiceError
+from .mnasnet import ChoiceError, check_names
 
 __all__ = ["NasBenchMacroSpace", "LAYER_CHOICES"]
 
@@ -58,10 +58,7 @@ class NasBenchMacroSpace:
     # ------------------------------------------------------------ choices <-> key <-> spec
 
     def check(self, choices: Mapping[str, Any]) -> dict[str, Any]:
-        missing = [n for n in self.param_names if n not in choices]
-        extra = [n for n in choices if n not in self.param_names]
-        if missing or extra:
-            raise ChoiceError(f"choices do not match space {self.name}: missing {missing}, unknown {extra}")
+        check_names(self.name, self.param_names, choices)
         out = {}
         for n in self.param_names:
             if not isinstance(choices[n], str) or choices[n] not in LAYER_CHOICES:
