@@ -64,7 +64,7 @@ def _feasible(rec, limit) -> bool:
     return limit is None or rec.flops <= limit
 
 
-def search_keys(setting: str, strategy: str, seed: int, budget: int) -> list[str]:
+def search_keys(setting: str, strategy: str, seed: int, budget: int, sampler=None) -> list[str]:
     """The keys of one search's complete trials, in order: the strategy's sampler (nas.samplers) asked and
     told directly, with table lookups, as ``nas-search`` asks and tells it (same parameters in the same
     order, same reward, same directions; tests/test_nas_bench_macro.py holds the two equal)."""
@@ -82,7 +82,8 @@ def search_keys(setting: str, strategy: str, seed: int, budget: int) -> list[str
     dists = space.distributions()
     reward = Reward.make(s["target"], "flops", s["constraint"])
     directions = directions_for(strategy)
-    study = optuna.create_study(sampler=make_sampler(strategy, seed=seed), directions=directions)
+    # ``sampler``: another configuration of the strategy (the tuning sweep, nas_bench_macro_tuning.py)
+    study = optuna.create_study(sampler=sampler or make_sampler(strategy, seed=seed), directions=directions)
     keys: list[str] = []
     while len(keys) < budget:
         trial = study.ask()
