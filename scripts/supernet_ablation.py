@@ -72,11 +72,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
 
 def _choices_probes(net) -> dict[str, dict]:
     """label -> choice dict: each end of the sandwich moved one step along one choice, in every stage."""
-    from nas.supernet._net import _extreme  # noqa: PLC0415  (the study reads the supernet's own ends)
-
-    space = net.space
-    ends = {"largest": _extreme(space, True), "smallest": _extreme(space, False),
-            "smallest-mbconv": _extreme(space, False, op="mbconv")}
+    ends = {"largest": net.largest.choices, "smallest": net.smallest.choices,
+            "smallest-mbconv": net.smallest_of["mbconv"].choices}
     moves = {"largest": {"filters": [1.0, 0.75], "skip": ["identity", "none"], "op": ["mbconv3", "dwconv", "conv"],
                          "kernel": [3], "se": [0.0], "layers": [0, -1]},
              "smallest": {"filters": [1.0, 1.25], "skip": ["identity", "pool"], "op": ["mbconv3", "mbconv6", "conv"],
@@ -93,9 +90,6 @@ def _choices_probes(net) -> dict[str, dict]:
 
 
 # ------------------------------------------------------------------ workers
-
-_CTX: dict = {}
-
 
 def _init() -> None:
     import torch
@@ -231,8 +225,6 @@ def report(args=None) -> dict:
     rows = {r["variant"]: r for r in read_rows(ROWS)} if ROWS.exists() else {}
     table = {}
     for name, r in rows.items():
-        if name not in VARIANTS and "directory" not in r:
-            continue
         s = np.array([r["scores"][f] for f in fps])
         table[name] = {"changes": VARIANTS.get(name, (r["changes"],))[0], "config": r["config"], "spearman": spearman(acc, s),
                        "spearman_ci90": rho_ci(acc, s), "kendall": kendall(acc, s),

@@ -162,8 +162,9 @@ class SuperLayer(nn.Module):
             if s.se_ratio > 0:
                 h = branch.se(h, se_channels(cin, s.se_ratio))
             h = branch.project(h, cout, plain=plain)
-        # the shortcut rules of nas.blocks._Layer, decided per member
-        reshapes = p.stride != 1 or cin != cout
+        # the shortcut rules of nas.blocks._Layer, decided per member (adds_shortcut)
+        if plain:
+            return h
         if s.skip == "pool":
             sc = x
             if p.stride > 1:
@@ -171,9 +172,7 @@ class SuperLayer(nn.Module):
             if cin != cout:
                 sc = self.shortcut.proj(sc, cout)
             return h + sc
-        if s.skip == "identity" and not reshapes:
-            return h + x
-        return h
+        return h + x  # an identity skip that keeps the shape
 
 
 def adds_shortcut(p: LayerPlan) -> bool:

@@ -285,9 +285,10 @@ def _loop(cfg, dataset, net, opt, recipe, loader, state, out, dev, progress, che
     step = state["step"]
     peak = recipe.peak_lr(cfg.batch_size)
     dropout = net.space.base.dropout
-    members = len(sandwich(net, cfg, total - 1, total))
+    blockwise = cfg.distill == "blockwise"
     calib = val = None
     share = cfg.batch_size // world.size  # this process's part of every global batch
+    part = slice(world.rank * share, (world.rank + 1) * share)
     params = list(net.parameters())
     if cfg.eval_images > 0 and world.main:
         calib = calibration_batches(dataset, resolution=cfg.resolution, channels=net.space.base.in_channels,
@@ -329,14 +330,13 @@ def _loop(cfg, dataset, net, opt, recipe, loader, state, out, dev, progress, che
                     break
                 n_global = int(y.shape[0])
                 if world.size > 1:
-                    x, y = x[world.rank * share:(world.rank + 1) * share], y[world.rank * share:(world.rank + 1) * share]
+                    x, y = x[part], y[part]
                 x, y = x.to(dev).contiguous(memory_format=MEMORY_FORMAT), y.to(dev)
                 f = recipe.lr_factor(step, total)
                 for g in opt.param_groups:
                     g["lr"] = peak * f
                 opt.zero_grad(set_to_none=True)
                 chosen = sandwich(net, cfg, step, total)
-                blockwise = cfg.distill == "blockwise"
                 taught = [] if cfg.feature_distill > 0 or blockwise else None
                 stem = [] if blockwise else None
                 logits = net(x, chosen[0], dropout=dropout, features=taught, stem=stem)
@@ -364,11 +364,11 @@ def _loop(cfg, dataset, net, opt, recipe, loader, state, out, dev, progress, che
                 opt.step()
                 step += 1
                 images_run += n_global
-                epoch_loss += value / members
+                epoch_loss += value / len(chosen)
                 epoch_n += 1
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{value / members:.3f}", epoch=f"{epoch + 1}/{cfg.epochs}", refresh=False)
+                    bar.set_postfix(loss=f"{value / len(chosen):.3f}", epoch=f"{epoch + 1}/{cfg.epochs}", refresh=False)
                 if time.monotonic() - last_save > checkpoint_seconds and step % spe:
                     state["train_seconds"] += time.perf_counter() - t0
                     state["train_cpu_seconds"] += time.process_time() - c0
