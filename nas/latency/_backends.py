@@ -5,9 +5,11 @@ Contract (``tests/test_latency.py`` runs one suite against every registered back
 * ``unavailable()`` -> ``None`` or a one-line reason (no GPU, package missing);
 * ``device()`` -> what runs the module (``"cpu"``, ``"cuda:0 NVIDIA H200"``);
 * ``versions()`` -> the library versions that decide the timings;
+* ``runner(module, x, threads=, evict_bytes=)`` -> a :class:`nas.latency.Pass`: one forward
+  pass, in eval mode without autograd, what the protocol (:mod:`nas.latency._protocol`) times;
 * ``measure(module, x, threads=, warmup=, runs=, clock=)`` -> ``runs`` seconds of one
-  forward pass each, after ``warmup`` untimed passes, in eval mode without autograd,
-  with the backend's thread count fixed to ``threads`` and restored afterwards.
+  forward pass each, after ``warmup`` untimed passes (the protocol on one callable),
+  with the thread count fixed to ``threads`` and restored afterwards.
 
 Clocks (:data:`CLOCKS`): ``wall`` (``time.perf_counter``; what a user waits) and
 ``cpu`` (``time.thread_time``: the CPU time of the calling thread, for one thread
@@ -92,9 +94,23 @@ class Backend:
 
     cpu_clock = True  # whether the pass runs in the calling thread with one thread (the cpu clock is valid)
 
-    def measure(self, module, x, *, threads: int, warmup: int, runs: int, clock: str = "wall",
-                evict_bytes: int = 0) -> list[float]:
+    def runner(self, module, x, *, threads: int, evict_bytes: int = 0):
+        """One forward pass of ``module`` on ``x`` as a :class:`nas.latency.Pass` (what the protocol times)."""
         raise NotImplementedError
+
+    def measure(self, module, x, *, threads: int, warmup: int, runs: int, clock: str = "wall",
+                evict_bytes: int = 0, protocol=None) -> list[float]:
+        """``runs`` seconds of one pass each, after ``warmup`` untimed passes: ``module`` alone timed with
+        ``protocol`` (default: one block, no pinning, GC untouched: a plain loop), every pass in order."""
+        from ._protocol import Protocol, time_callables
+
+        if protocol is None:
+            protocol = Protocol(threads=threads, core=None, warmup=warmup, runs=runs, rounds=1, block_warmup=0,
+                                statistic="median", gc_off=False, clock=clock, evict_bytes=evict_bytes)
+        self.timer(protocol.clock, protocol.threads)
+        (t,), _ = time_callables([self.runner(module, x, threads=protocol.threads,
+                                              evict_bytes=protocol.evict_bytes)], protocol)
+        return [v for block in t.rounds for v in block]
 
     @staticmethod
     def evictor(evict_bytes: int, x):
@@ -126,22 +142,18 @@ class TorchCPU(Backend):
 
     name = "torch"
 
-    def measure(self, module, x, *, threads, warmup, runs, clock="wall", evict_bytes=0):
+    def runner(self, module, x, *, threads, evict_bytes=0):
         import torch
 
-        clock_fn = self.timer(clock, threads)
-        evict = self.evictor(evict_bytes, x.numpy())
+        from ._protocol import Pass
+
         module = module.eval()
-        times = []
-        with _torch_threads(threads), torch.no_grad():
-            for _ in range(warmup):
+
+        def run():
+            with torch.no_grad():
                 module(x)
-            for _ in range(runs):
-                evict()
-                t0 = clock_fn()
-                module(x)
-                times.append(clock_fn() - t0)
-        return times
+
+        return Pass(run=run, before=self.evictor(evict_bytes, x.numpy()) if evict_bytes > 0 else None)
 
 
 class OnnxRuntimeCPU(Backend):
@@ -165,11 +177,13 @@ class OnnxRuntimeCPU(Backend):
 
         return {**super().versions(), "onnxruntime": onnxruntime.__version__}
 
-    def measure(self, module, x, *, threads, warmup, runs, clock="wall", evict_bytes=0):
+    def runner(self, module, x, *, threads, evict_bytes=0):
         import onnxruntime as ort
         import torch
 
-        clock_fn = self.timer(clock, threads)  # with one intra-op thread onnxruntime runs in the caller's thread
+        from ._protocol import Pass
+
+        # with one intra-op thread onnxruntime runs in the caller's thread (the cpu clock is valid)
         buf = io.BytesIO()
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the deprecation notice of the TorchScript-based exporter
@@ -184,16 +198,8 @@ class OnnxRuntimeCPU(Backend):
         opts.log_severity_level = 3
         sess = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
         feed = {"input": x.numpy()}
-        evict = self.evictor(evict_bytes, feed["input"])
-        for _ in range(warmup):
-            sess.run(None, feed)
-        times = []
-        for _ in range(runs):
-            evict()
-            t0 = clock_fn()
-            sess.run(None, feed)
-            times.append(clock_fn() - t0)
-        return times
+        return Pass(run=lambda: sess.run(None, feed),
+                    before=self.evictor(evict_bytes, feed["input"]) if evict_bytes > 0 else None)
 
 
 class TorchCUDA(Backend):
@@ -220,28 +226,29 @@ class TorchCUDA(Backend):
 
         return {**super().versions(), "cuda": torch.version.cuda or ""}
 
-    def measure(self, module, x, *, threads, warmup, runs, clock="wall", evict_bytes=0):
+    def runner(self, module, x, *, threads, evict_bytes=0):
         import torch
 
-        self.timer(clock, threads)  # refuses the cpu clock: the work runs on the GPU
+        from ._protocol import Pass
+
         if evict_bytes:
             raise ValueError("cache eviction is for the CPU backends")
         module = module.eval().cuda()
         x = x.cuda()
-        times = []
-        with _torch_threads(threads), torch.no_grad():
-            for _ in range(max(1, warmup)):  # the first pass pays for cuDNN's algorithm choice
-                module(x)
-            torch.cuda.synchronize()
-            for _ in range(runs):
-                start = torch.cuda.Event(enable_timing=True)
-                end = torch.cuda.Event(enable_timing=True)
+        module(x)  # the first pass pays for cuDNN's algorithm choice
+        torch.cuda.synchronize()
+
+        def run() -> float:  # CUDA events around a synchronised pass; seconds
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            with torch.no_grad():
                 start.record()
                 module(x)
                 end.record()
-                end.synchronize()
-                times.append(start.elapsed_time(end) / 1e3)  # ms -> s
-        return times
+            end.synchronize()
+            return start.elapsed_time(end) / 1e3
+
+        return Pass(run=run, self_timed=True)
 
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (TorchCPU(), OnnxRuntimeCPU(), TorchCUDA())}

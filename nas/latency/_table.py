@@ -1,21 +1,41 @@
-"""The latency table (format ``nas-latency-table``, version 1) and the predictor.
+"""The latency table (format ``nas-latency-table``, version 2; version 1 is read too) and the predictor.
 
 ::
 
     {
-      "format": "nas-latency-table", "version": 1,
+      "format": "nas-latency-table", "version": 2,
       "space": "mnasnet-b0", "resolution": 224,
       "backend": "torch", "device": "cpu", "threads": 1,
       "machine": {"cpu": "AMD EPYC", "cores": 2, "system": "Linux"},
       "versions": {"python": "3.11.2", "torch": "2.13.0+cpu"},
-      "protocol": {"batch": 1, "warmup": 5, "runs": 15, "statistic": "median", "clock": "wall",
-                   "evict_bytes": 0},
+      "protocol": {"version": 2, "threads": 1, "core": -1, "warmup": 10, "runs": 30, "rounds": 3,
+                   "statistic": "iqr_mean", "duet": false, ...},          # nas.latency.Protocol.to_dict()
       "expected_entries": 2086,
       "entries": {"stem c3-32 k3 s2 r224 swish": 0.00112, ...},          # seconds
       "fit": {"model": "constant", "expected": 8,
               "networks": [{"name": ..., "fingerprint": ..., "measured": s, "sum": s}, ...]},
-      "scale": 1.0, "overhead": 0.00031                                     # overhead null until fitted
+      "scale": 1.0, "overhead": 0.00031,                                    # overhead null until fitted
+      "reference": {"name": ..., "fingerprint": ..., "seconds": s} or null, # the duet reference's time
+      "load": [{"step": "table", "before": {...}, "after": {...}}, ...],   # the load around each measuring run
+      "correction": {"features": ["one", "sum", "layers", "gflops", "act_mb"], "coef": [...],
+                     "members": [{"name", "fingerprint", "measured", "features": [...]}, ...],
+                     "expected": 30, "seed": 2, "ridge": 0.01, "fit": {...}} or null
     }
+
+Version 1 (the protocol ``{"batch", "warmup", "runs", "statistic": "median", "clock",
+"evict_bytes"}``, no ``reference`` nor ``correction``) loads as what it was measured with; saving
+writes version 2.
+
+**The correction** (``nas-latency refit TABLE --members N``, :func:`fit_correction`): what the layer
+sum misses, fitted on N measured whole members.  A prediction is then ``coef . features(spec)``:
+``one`` (a per-model overhead: the outer module calls, the first layer's cold input), ``sum`` (the
+table's layer sum, in ms), ``layers`` (the pieces: per-piece dispatch costs differ inside a network
+and alone), ``gflops`` (compute the isolated timing mis-weights) and ``act_mb`` (activation bytes
+read and written: inside a network a layer's input comes from the previous layer and its weights
+have been evicted by the layers between, which isolated pieces, timed repeatedly, do not see).
+Least squares on relative errors (each row divided by its measurement: the ±10 % metric's scale),
+with a small ridge towards the plain table (sum 1, the rest 0) on standardised columns, so that
+the strongly correlated features stay well-conditioned.  Numpy only.
 
 A prediction is ``scale`` x the sum of a spec's entries, plus ``overhead``: the
 constant per-network cost that isolated entries do not see (the outer module
@@ -41,14 +61,20 @@ from typing import Any
 from ..document import DocumentError, JSONSyntaxError, check_format, parse_json, read_text, write_json
 from ..spec import Spec
 from ._keys import Entry, conv_out, spec_entries, stage_variants, tail_entries
+from ._protocol import Protocol
 
-__all__ = ["FORMAT", "VERSION", "FIT_MODELS", "fit_linear", "TableError", "MissingEntryError", "LatencyTable", "predict",
+__all__ = ["FORMAT", "VERSION", "FEATURES", "spec_features", "fit_correction", "FIT_MODELS", "fit_linear", "TableError", "MissingEntryError", "LatencyTable", "predict",
            "predict_breakdown", "fastest_member", "TablePredictor"]
 
 FORMAT = "nas-latency-table"
-VERSION = 1
-FIELDS = ("format", "version", "space", "resolution", "backend", "device", "threads", "machine", "versions",
-          "protocol", "expected_entries", "entries", "fit", "scale", "overhead")
+VERSION = 2
+READS = (1, 2)  # the versions this toolkit reads
+FIELDS_V1 = ("format", "version", "space", "resolution", "backend", "device", "threads", "machine", "versions",
+             "protocol", "expected_entries", "entries", "fit", "scale", "overhead")
+FIELDS = FIELDS_V1 + ("reference", "correction", "load")
+FEATURES = ("one", "sum", "layers", "gflops", "act_mb")  # the correction's features (see the module doc)
+DEFAULT_FEATURES = FEATURES
+DEFAULT_RIDGE = 1e-2
 
 
 def _fit_constant(sums: list[float], measured: list[float]) -> tuple[float, float]:
@@ -140,6 +166,9 @@ class LatencyTable:
     fit: dict = field(default_factory=lambda: {"model": "constant", "expected": 0, "networks": []})
     scale: float = 1.0
     overhead: float | None = None
+    reference: dict | None = None
+    correction: dict | None = None
+    load_log: list = field(default_factory=list)  # JSON "load": the machine's load around every measuring run (nas.latency.load_record)
 
     # ------------------------------------------------------------ JSON
     def to_dict(self) -> dict:
@@ -147,19 +176,23 @@ class LatencyTable:
                 "backend": self.backend, "device": self.device, "threads": self.threads, "machine": self.machine,
                 "versions": self.versions, "protocol": self.protocol, "expected_entries": self.expected_entries,
                 "entries": dict(sorted(self.entries.items())), "fit": self.fit, "scale": self.scale,
-                "overhead": self.overhead}
+                "overhead": self.overhead, "reference": self.reference, "correction": self.correction,
+                "load": self.load_log}
 
     @classmethod
     def from_dict(cls, d: Any) -> "LatencyTable":
         if not isinstance(d, dict):
             raise _err("", "a latency table must be a JSON object")
+        v = d.get("version")
+        version = check_format(d, FORMAT, v if (type(v) in (int, float) and v in READS) else VERSION,
+                               hint=" (is this a latency table?)", error=_err)
+        fields_ = FIELDS_V1 if version == 1 else FIELDS
         for k in d:
-            if k not in FIELDS:
+            if k not in fields_:
                 raise _err(k, "unknown field")
-        for k in FIELDS:
+        for k in fields_:
             if k not in d:
                 raise _err(k, "missing required field")
-        check_format(d, FORMAT, VERSION, hint=" (is this a latency table?)", error=_err)
         entries = d["entries"]
         if not isinstance(entries, dict):
             raise _err("entries", "must be an object")
@@ -186,17 +219,34 @@ class LatencyTable:
         protocol = d["protocol"]
         if not isinstance(protocol, dict):
             raise _err("protocol", "must be an object")
-        for k in ("batch", "warmup", "runs", "evict_bytes"):
-            _int(protocol.get(k), f"protocol.{k}", 0 if k in ("warmup", "evict_bytes") else 1)
-        if protocol.get("clock") not in ("wall", "cpu"):  # nas.latency._backends.CLOCKS (kept torch-free here)
-            raise _err("protocol.clock", f"must be wall or cpu, got {json.dumps(protocol.get('clock')) if _plain(protocol.get('clock')) else '?'}")
+        if protocol.get("version") != 2:  # the version-1 protocol
+            for k in ("batch", "warmup", "runs", "evict_bytes"):
+                _int(protocol.get(k), f"protocol.{k}", 0 if k in ("warmup", "evict_bytes") else 1)
+            if protocol.get("clock") not in ("wall", "cpu"):  # nas.latency._backends.CLOCKS (kept torch-free here)
+                raise _err("protocol.clock", f"must be wall or cpu, got {json.dumps(protocol.get('clock')) if _plain(protocol.get('clock')) else '?'}")
+        try:
+            Protocol.from_dict(protocol)
+        except (TypeError, ValueError) as e:
+            raise _err("", str(e) if str(e).startswith("protocol") else f"protocol: {e}") from None
+        reference = d.get("reference")
+        if reference is not None:
+            if not isinstance(reference, dict) or set(reference) != {"name", "fingerprint", "seconds"}:
+                raise _err("reference", 'must be null or {"name": ..., "fingerprint": ..., "seconds": s}')
+            _seconds(reference["seconds"], "reference.seconds")
+        correction = d.get("correction")
+        if correction is not None:
+            _check_correction(correction)
+        load = d.get("load", [])
+        if not isinstance(load, list) or not all(isinstance(x, dict) for x in load):
+            raise _err("load", "must be a list of objects")
         return cls(space=_str(d["space"], "space"), resolution=_int(d["resolution"], "resolution", 1),
                    backend=_str(d["backend"], "backend"), device=_str(d["device"], "device"),
                    threads=_int(d["threads"], "threads", 1), machine=_str_map(d["machine"], "machine"),
                    versions=_str_map(d["versions"], "versions"), protocol=dict(protocol),
                    expected_entries=_int(d["expected_entries"], "expected_entries"), entries=clean,
                    fit={"model": fit["model"], "expected": fit["expected"], "networks": list(fit["networks"])},
-                   scale=scale, overhead=overhead)
+                   scale=scale, overhead=overhead, reference=reference, correction=correction,
+                   load_log=list(load))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "LatencyTable":
@@ -225,6 +275,10 @@ class LatencyTable:
                              f"fit networks for it; use the constant model")
         self.scale, self.overhead = scale, overhead
         self.fit["model"] = model
+
+    def measure_protocol(self) -> Protocol:
+        """The protocol the table was measured with (and what checks it measures with)."""
+        return Protocol.from_dict(self.protocol)
 
     # ------------------------------------------------------------ state
     @property
@@ -260,9 +314,105 @@ def predict_breakdown(spec: Spec, table: LatencyTable) -> list[tuple[str, str, f
     return rows
 
 
+def spec_features(spec: Spec, table: LatencyTable, rows=None, names=FEATURES) -> list[float]:
+    """The correction's features of ``spec`` (:data:`FEATURES`, in the units the coefficients use)."""
+    if rows is None:
+        rows = predict_breakdown(spec, table)
+    out = []
+    for n in names:
+        if n == "one":
+            out.append(1.0)
+        elif n == "sum":
+            out.append(math.fsum(s for _, _, s in rows) * 1e3)
+        elif n == "layers":
+            out.append(float(len(rows)))
+        elif n == "gflops":
+            from ..cost import cost
+
+            out.append(float(cost(spec).flops) / 1e9)
+        elif n == "act_mb":
+            out.append(math.fsum(_act_bytes(e) for _, e in spec_entries(spec)) / 2**20)
+        else:
+            raise TableError(f"unknown correction feature {n!r}; features: {', '.join(FEATURES)}")
+    return out
+
+
+def _act_bytes(e: Entry) -> float:
+    """Float32 bytes a piece reads and writes as activations: its input, output and expanded tensors."""
+    r_in, r_out = e.resolution, e.out_resolution if e.kind in ("stem", "layer") else e.resolution
+    if e.kind == "classifier":
+        return 4.0 * (e.in_channels + e.out_channels)
+    if e.kind == "pool":
+        return 4.0 * (e.in_channels * r_in * r_in + e.in_channels)
+    total = e.in_channels * r_in * r_in + e.out_channels * r_out * r_out
+    if e.kind == "layer" and e.expand_ratio != 1:
+        mid = round(e.in_channels * e.expand_ratio)
+        total += mid * (r_in * r_in + r_out * r_out)
+    return 4.0 * total
+
+
+def _check_correction(c: Any) -> None:
+    keys = {"features", "coef", "members", "expected", "seed", "ridge", "fit"}
+    if not isinstance(c, dict) or set(c) != keys:
+        raise _err("correction", f"must be null or an object with {', '.join(sorted(keys))}")
+    if not isinstance(c["features"], list) or not c["features"] or any(f not in FEATURES for f in c["features"]):
+        raise _err("correction.features", f"must be a list of {', '.join(FEATURES)}")
+    if c["coef"] is not None:
+        if not isinstance(c["coef"], list) or len(c["coef"]) != len(c["features"]):
+            raise _err("correction.coef", "must be null or one number per feature")
+        for i, v in enumerate(c["coef"]):
+            _seconds(v, f"correction.coef[{i}]", allow_negative=True)
+    if not isinstance(c["members"], list):
+        raise _err("correction.members", "must be a list")
+    for i, m in enumerate(c["members"]):
+        p = f"correction.members[{i}]"
+        if not isinstance(m, dict) or not {"name", "fingerprint", "measured", "features"} <= set(m):
+            raise _err(p, "must be an object with name, fingerprint, measured, features")
+        _seconds(m["measured"], p + ".measured")
+        if not isinstance(m["features"], list) or len(m["features"]) != len(c["features"]):
+            raise _err(p + ".features", "must hold one number per feature")
+    _int(c["expected"], "correction.expected")
+    _int(c["seed"], "correction.seed")
+    _seconds(c["ridge"], "correction.ridge")
+
+
+def fit_correction(features: list[list[float]], measured: list[float], names=FEATURES,
+                   ridge: float = DEFAULT_RIDGE) -> list[float]:
+    """Coefficients ``c`` with ``c . features_i ~ measured_i`` (seconds): least squares on relative errors,
+    a ``ridge`` towards the plain table (``sum`` 1, the rest 0) on standardised columns."""
+    import numpy as np
+
+    X = np.asarray(features, dtype=float)
+    m = np.asarray(measured, dtype=float)
+    if X.ndim != 2 or len(X) != len(m) or len(m) == 0:
+        raise TableError("the correction needs one feature row per measured member")
+    if len(m) < X.shape[1] + 1:
+        raise TableError(f"the correction of {X.shape[1]} features needs at least {X.shape[1] + 1} measured members, "
+                         f"got {len(m)}")
+    if not np.all(m > 0):
+        raise TableError("measured latencies must be > 0")
+    target = m * 1e3  # ms, as the sum feature
+    A = X / target[:, None]
+    b = np.ones(len(m))
+    prior = np.array([1.0 if n == "sum" else 0.0 for n in names])
+    if ridge > 0:
+        sd = A.std(axis=0)
+        fallback = np.abs(A).mean(axis=0)
+        sd = np.where(sd > 0, sd, np.where(fallback > 0, fallback, 1.0))
+        P = np.sqrt(ridge) * np.diag(sd)
+        A = np.vstack([A, P])
+        b = np.concatenate([b, P @ prior])
+    coef, *_ = np.linalg.lstsq(A, b, rcond=None)
+    return [float(c) / 1e3 for c in coef]  # ms -> s per unit of feature
+
+
 def predict(spec: Spec, table: LatencyTable) -> float:
-    """Predicted seconds of one batch-1 forward pass of ``spec``: its entries summed, plus the overhead."""
+    """Predicted seconds of one batch-1 forward pass of ``spec``: its entries summed, plus the overhead,
+    or, once a correction is fitted (``nas-latency refit --members``), the correction on the layer sum."""
     rows = predict_breakdown(spec, table)
+    c = table.correction
+    if c is not None and c.get("coef"):
+        return math.fsum(a * f for a, f in zip(c["coef"], spec_features(spec, table, rows, c["features"])))
     if table.overhead is None:
         raise TableError(f"the latency table has no fitted overhead yet ({len(table.fit['networks'])} of "
                          f"{table.fit['expected']} fit networks measured): run `nas-latency table` again to finish it")

@@ -46,11 +46,12 @@ class EstimatorConfig:
 
 @dataclass(frozen=True)
 class LatencyConfig:
-    """Measured batch-1 latency (:class:`nas.latency.LatencyMeter`), for a latency target."""
+    """Measured batch-1 latency (:class:`nas.latency.LatencyMeter`, the one protocol of
+    :class:`nas.latency.Protocol`: pinned, GC off, interleaved rounds, inter-quartile mean), for a latency target."""
 
     threads: int = 1
-    runs: int = 10
-    warmup: int = 3
+    runs: int = 30
+    warmup: int = 10
     table: str | None = None  # a nas-latency table: predict instead of measuring (nas.latency.predict)
 
 
