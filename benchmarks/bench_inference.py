@@ -48,22 +48,13 @@ def _malloc_line() -> str:
            " (glibc keeps freed memory for reuse)"
 
 
-def _time(fn, x, seconds: float, min_iters: int, max_iters: int) -> list[float]:
-    times = []
-    start = time.perf_counter()
-    while len(times) < max_iters and (len(times) < min_iters or time.perf_counter() - start < seconds):
-        t = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - t)
-    return times
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     _reexec_with_malloc_settings(argv)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="intra-op threads for every runtime")
-    ap.add_argument("--rounds", type=int, default=3, help="round-robin rounds over the variants")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds over the variants (the protocol's)")
+    ap.add_argument("--runs", type=int, default=30, help="timed runs per variant at batch 1 (a third at larger batches)")
     ap.add_argument("--resolution", type=int, default=224)
     ap.add_argument("--batches", default="1,32", help="comma-separated batch sizes")
     ap.add_argument("--default-malloc", action="store_true", help="keep glibc's default allocator settings")
@@ -187,40 +178,39 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"\nprofile at batch {b}:")
                 print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10))
 
-    results: dict[tuple[str, int], list[float]] = {}
+    # the one latency protocol (nas.latency.Protocol): pinned, GC off, warm-ups, interleaved rounds over the
+    # variants (a burst of load hits all of them), the inter-quartile mean with its spread
+    from nas.latency import Protocol, load_record, time_callables
+
+    load_before = load_record()
+    timings = {}
+    protocol = None
     for b in batches:
         x = torch.randn(b, 3, res, res)
-        budget = 1.0 if b == 1 else 2.5  # seconds per variant per round
-        for fn in variants.values():  # warm-up: first-call allocations, kernel selection, JIT profiling
-            for _ in range(3 if b == 1 else 1):
-                fn(x)
-        for _ in range(args.rounds):
-            for name, fn in variants.items():
-                results.setdefault((name, b), []).extend(
-                    _time(fn, x, budget, min_iters=3 if b == 1 else 2, max_iters=200))
-
-    # The best run is the least disturbed by other work on a shared machine (timeit's advice);
-    # the median shows how much the load moved things.
-    best = {k: min(v) for k, v in results.items()}
-    med = {k: statistics.median(v) for k, v in results.items()}
-    base = {b: best[("ours, eager", b)] for b in batches}
+        protocol = Protocol(threads=args.threads, warmup=3 if b == 1 else 1, rounds=args.rounds,
+                            runs=args.runs if b == 1 else max(args.rounds, args.runs // 3))
+        ts, _ = time_callables([(lambda fn=fn: fn(x)) for fn in variants.values()], protocol)
+        for name, t in zip(variants, ts):
+            timings[(name, b)] = t
+    base = {b: timings[("ours, eager", b)].seconds for b in batches}
     width = max(len(n) for n in variants)
     print()
-    head = f"{'variant':<{width}} " + "  ".join(f"{f'b={b} img/s':>11} {'ratio':>6} {'(median)':>9}" for b in batches)
+    head = f"{'variant':<{width}} " + "  ".join(f"{f'b={b} img/s':>11} {'ratio':>6} {'spread':>7}" for b in batches)
     print(head)
     print("-" * len(head))
     for name in variants:
         cells = []
         for b in batches:
-            cells.append(f"{b / best[(name, b)]:>11.1f} {base[b] / best[(name, b)]:>5.2f}x {b / med[(name, b)]:>9.1f}")
+            t = timings[(name, b)]
+            cells.append(f"{b / t.seconds:>11.1f} {base[b] / t.seconds:>5.2f}x {t.rel_spread:>7.1%}")
         print(f"{name:<{width}} " + "  ".join(cells))
     print()
-    print("img/s from the best run;", ", ".join(
-        f"batch {b}: {min(len(results[(n, b)]) for n in variants)}+ runs" for b in batches),
-        f"per variant over {args.rounds} round-robin rounds; ratio = speed relative to 'ours, eager'")
+    print(f"img/s from the inter-quartile mean; spread = (Q3 - Q1) / median; protocol: {protocol.describe()} "
+          f"(batch 1; larger batches: a third of the runs); ratio = speed relative to 'ours, eager'")
     for n in notes:
         print("- " + n)
-    print("load average at end: " + " ".join(f"{v:.2f}" for v in os.getloadavg()))
+    la = load_record()
+    print(f"load average before {load_before['load1']:.2f}, at end {la['load1']:.2f} (1 min) on {la['cores']} CPUs")
     print(f"total time: {time.perf_counter() - t0:.0f} s")
     return 0
 
