@@ -53,7 +53,8 @@ from .build import build_model
 from .recipes import RECIPES, SCHEDULES, Recipe
 from .spec import Spec, min_resolution, total_stride
 
-__all__ = ["Recipe", "RECIPES", "SCHEDULES", "TrainResult", "train_and_evaluate", "evaluate", "make_optimizer",
+__all__ = ["Recipe", "RECIPES", "SCHEDULES", "TrainResult", "train_and_evaluate", "evaluate", "evaluate_at",
+           "make_optimizer", "TRAINABLE", "freeze_for",
            "min_resolution", "total_stride", "recalibrate_bn", "AUGMENT_FROM_EPOCHS", "augment_by_default"]
 
 # Random crop + flip (nas.augment) is on by default from this many epochs of budget.
@@ -76,6 +77,31 @@ def augment_by_default(epochs: float) -> bool:
 # The model is handed back contiguous.
 MEMORY_FORMAT = torch.channels_last
 
+# What a run trains: every parameter, or only the classifier and the BatchNorm layers'
+# affine parameters (FixRes's fine-tuning at the test resolution, nas.fixres).
+TRAINABLE = ("all", "classifier+bn")
+
+
+def freeze_for(model: nn.Module, trainable: str) -> nn.Module:
+    """Turn off gradients of every parameter ``trainable`` (one of :data:`TRAINABLE`) leaves out; returns ``model``.
+
+    ``"classifier+bn"`` keeps the final linear classifier (``model.classifier``) and the
+    weight and bias of every BatchNorm layer; convolutions (and squeeze-excitation's
+    1x1 convolutions) are frozen.  BatchNorm running statistics are buffers, not
+    parameters: they follow the data whenever the model is in training mode.
+    """
+    if trainable not in TRAINABLE:
+        raise ValueError(f"unknown trainable {trainable!r}; use one of {', '.join(TRAINABLE)}")
+    if trainable == "all":
+        return model
+    keep = {id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            for p in m.parameters()}
+    keep |= {id(p) for p in getattr(model, "classifier").parameters()}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in keep)
+    return model
+
+
 # ---------------------------------------------------------------- optimizer
 
 
@@ -83,8 +109,9 @@ def make_optimizer(recipe: Recipe, model: nn.Module, lr: float) -> torch.optim.O
     """The recipe's optimizer over ``model`` at learning rate ``lr`` (already scaled to the batch)."""
     # No weight decay on BN parameters and biases (1-D tensors): common practice
     # (timm, Goyal et al.); decaying BN scales only fights the normalisation.
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    params = [p for p in model.parameters() if p.requires_grad]  # frozen ones (freeze_for) stay out
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if recipe.optimizer == "rmsprop":
         opt = torch.optim.RMSprop(groups, lr=lr, alpha=recipe.rmsprop_alpha, eps=recipe.rmsprop_eps,
@@ -93,7 +120,7 @@ def make_optimizer(recipe: Recipe, model: nn.Module, lr: float) -> torch.optim.O
         # first updates are ~lr / sqrt(1 - alpha) = 3x lr in every coordinate and
         # short runs diverge; from 1 they start as plain momentum SGD (timm's
         # RMSpropTF does the same).
-        for p in model.parameters():
+        for p in params:
             opt.state[p] = {"step": torch.zeros(()), "square_avg": torch.ones_like(p),
                             "momentum_buffer": torch.zeros_like(p)}
         return opt
@@ -170,6 +197,31 @@ def evaluate(model: nn.Module, loader) -> tuple[float, float]:
     return correct / total, loss_sum / total
 
 
+def evaluate_at(model: nn.Module, dataset, resolution: int, *, batch_size: int = 64, seed: int = 0,
+                limit_train: int | None = None, limit_val: int | None = None,
+                bn_batches: int = RECIPES["adamw"].bn_recalibration) -> tuple[float, float]:
+    """(accuracy, loss) of ``model`` on the held-out split at ``resolution``, as a training run evaluates.
+
+    BatchNorm statistics are first re-estimated on ``bn_batches`` training batches at that
+    resolution (the same draw a run of this ``seed`` and ``limit_train`` calibrates with;
+    0 keeps the running averages).  The model's statistics change; its weights do not.
+    """
+    channels = _in_channels(model)
+    if bn_batches > 0:
+        calib = dataset.loader("train", batch_size=batch_size, resolution=resolution, channels=channels,
+                               shuffle=True, seed=seed + 1, limit=limit_train)
+        recalibrate_bn(model, (x.to(_device_of(model)).contiguous(memory_format=MEMORY_FORMAT)
+                               for x, _ in _take(calib, bn_batches)))
+    val = dataset.loader("val", batch_size=max(batch_size, 256), resolution=resolution, channels=channels,
+                         shuffle=False, seed=seed, limit=limit_val)
+    return evaluate(model, val)
+
+
+def _in_channels(model: nn.Module) -> int:
+    first = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    return int(first.in_channels)
+
+
 class _Diverged(Exception):
     pass
 
@@ -197,7 +249,8 @@ def train_and_evaluate(spec: Spec, dataset, *, epochs: float = 1, steps: int | N
                        limit_val: int | None = None, progress: bool = False,
                        on_epoch: Callable[[int, float], bool | None] | None = None, return_model: bool = False,
                        lr: float | None = None, augment: bool | None = None,
-                       device: torch.device | str | None = None, init: dict | None = None) -> TrainResult:
+                       device: torch.device | str | None = None, init: dict | None = None,
+                       trainable: str = "all", randaugment: tuple[int, int] | None = None) -> TrainResult:
     """Train ``spec`` on ``dataset`` (a :class:`nas.data.Dataset`) and evaluate on its held-out split.
 
     ``epochs`` may be fractional; ``steps`` (if given) sets the budget in optimizer
@@ -207,6 +260,10 @@ def train_and_evaluate(spec: Spec, dataset, *, epochs: float = 1, steps: int | N
     random crop and flip (:mod:`nas.augment`) on or off; None (default) turns it on
     for budgets of :data:`AUGMENT_FROM_EPOCHS` epochs or more.  ``init`` (a state dict for
     the spec with the data's classes, loaded strictly) replaces the initialisation: fine-tuning.
+    ``trainable`` (:data:`TRAINABLE`) limits the parameters that learn (:func:`freeze_for`).
+    ``randaugment=(num_ops, magnitude)`` adds RandAugment (:mod:`nas.randaugment`, torchvision's ops)
+    to every training batch, after crop and flip.  The train split may hold soft targets
+    (:meth:`nas.data.Dataset.with_train`): the loss is then the cross-entropy to those distributions.
     ``progress`` shows progress on stderr (:func:`nas.progress.progress_bar`).  With
     ``return_model`` the trained module is ``r.model`` (on the CPU).  ``device`` (default CPU; :func:`nas.devices.resolve_device`
     names one) runs the model there; on CUDA the forward pass and loss run under bf16 autocast.
@@ -215,7 +272,8 @@ def train_and_evaluate(spec: Spec, dataset, *, epochs: float = 1, steps: int | N
     rec = _resolve_recipe(recipe, lr)
     res, test_res = _check_budget(spec, resolution, test_resolution, batch_size, epochs, steps)
     spec = spec.replace(num_classes=dataset.num_classes, resolution=res)
-    data = _loaders(spec, dataset, res, test_res, batch_size, seed, limit_train, limit_val, epochs, steps, augment)
+    data = _loaders(spec, dataset, res, test_res, batch_size, seed, limit_train, limit_val, epochs, steps, augment,
+                    randaugment)
     result = TrainResult(accuracy=None, loss=None, epochs=0.0, steps=0, seconds=0.0, images_per_second=0.0,
                          resolution=res, test_resolution=test_res, recipe=rec.name, seed=seed,
                          augment=data.augment, num_classes=dataset.num_classes)
@@ -225,7 +283,7 @@ def train_and_evaluate(spec: Spec, dataset, *, epochs: float = 1, steps: int | N
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         try:
-            run.model = _initial_model(spec, init, dev)
+            run.model = freeze_for(_initial_model(spec, init, dev), trainable)
             peak = rec.peak_lr(batch_size)
             opt = make_optimizer(rec, run.model, peak)
             criterion = nn.CrossEntropyLoss(label_smoothing=rec.label_smoothing)
@@ -282,10 +340,12 @@ class _Data:
     steps_per_epoch: int
     total_steps: int
     augment: bool
+    randaugment: tuple[int, int] | None = None  # (num_ops, magnitude)
+    normalization: tuple[Any, Any] | None = None  # (mean, std) as [1, C, 1, 1], to undo it for RandAugment
 
 
 def _loaders(spec: Spec, dataset, res: int, test_res: int, batch_size: int, seed: int, limit_train, limit_val,
-             epochs: float, steps, augment) -> _Data:
+             epochs: float, steps, augment, randaugment=None) -> _Data:
     channels = spec.in_channels
     train_loader = dataset.loader("train", batch_size=batch_size, resolution=res, channels=channels, shuffle=True,
                                   seed=seed, limit=limit_train)
@@ -304,7 +364,12 @@ def _loaders(spec: Spec, dataset, res: int, test_res: int, batch_size: int, seed
         raise ValueError("the held-out split is empty")
     calib_loader = dataset.loader("train", batch_size=batch_size, resolution=test_res, channels=channels,
                                   shuffle=True, seed=seed + 1, limit=limit_train)
-    return _Data(train_loader, val_loader, calib_loader, steps_per_epoch, total_steps, bool(augment))
+    norm = None
+    if randaugment is not None:
+        mean, std = dataset.normalization(channels)
+        norm = (torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1))
+    return _Data(train_loader, val_loader, calib_loader, steps_per_epoch, total_steps, bool(augment),
+                 randaugment, norm)
 
 
 @dataclass
@@ -342,6 +407,8 @@ def _train_epoch(run: _Run, data: _Data, rec: Recipe, opt, criterion, peak: floa
             g["lr"] = peak * f
         if data.augment:  # on the CPU, before the copy: the generator's stream is device-independent
             x = augment_batch(x, aug_rng)
+        if data.randaugment is not None:
+            x = _rand_augment(x, data, aug_rng)
         x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
             out = model(x.contiguous(memory_format=MEMORY_FORMAT))
@@ -370,7 +437,8 @@ def _evaluate_epoch(run: _Run, data: _Data, rec: Recipe, result: TrainResult, tr
     model = run.model
     done_epochs = run.step / data.steps_per_epoch
     if rec.bn_recalibration > 0:
-        recalibrate_bn(model, (x.contiguous(memory_format=MEMORY_FORMAT)
+        dev = _device_of(model)  # calibration batches come from the CPU like every other
+        recalibrate_bn(model, (x.to(dev).contiguous(memory_format=MEMORY_FORMAT)
                                for x, _ in _take(data.calibration, rec.bn_recalibration)))
     acc, vloss = evaluate(model, data.val)
     if not math.isfinite(vloss):
@@ -395,6 +463,16 @@ def _finish(result: TrainResult, run: _Run, data: _Data, return_model: bool) -> 
     if return_model:
         result.model = model.to(device="cpu", memory_format=torch.contiguous_format) if model is not None else None
     return result
+
+
+def _rand_augment(x: torch.Tensor, data: _Data, generator: torch.Generator) -> torch.Tensor:
+    """RandAugment on a normalized batch: back to [0, 1] images, augmented, normalized again."""
+    from .randaugment import rand_augment
+
+    mean, std = data.normalization
+    images = (x * std + mean).clamp_(0.0, 1.0)
+    num_ops, magnitude = data.randaugment
+    return (rand_augment(images, generator, num_ops=num_ops, magnitude=magnitude) - mean) / std
 
 
 def _device_of(model: nn.Module) -> torch.device:

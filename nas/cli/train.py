@@ -56,6 +56,12 @@ def _read_init(path, spec, data):
     return fitted, state
 
 
+def _fixres_summary(fix) -> str:
+    after = "FAILED" if fix.failed else f"{fix.finetune_accuracy:.4f}"
+    return (f"FixRes at {fix.test_resolution} px: {fix.no_finetune_accuracy:.4f} before fine-tuning, {after} after "
+            f"{fix.epochs:g} epoch(s) of the {fix.layers.replace('+', ' and ')} layers ({fix.seconds:.1f} s)")
+
+
 @command("nas-train")
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -71,7 +77,10 @@ def main(argv=None) -> int:
         # it must be set before the OpenMP runtime loads (torch is imported lazily)
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-    for name in ("resolution", "test_resolution"):
+    if args.finetune_resolution is not None and args.test_resolution is not None:
+        raise UsageError("give --test-resolution or --finetune-resolution, not both (fine-tuning reports the "
+                         "accuracy at its resolution before and after)")
+    for name in ("resolution", "test_resolution", "finetune_resolution"):
         v = getattr(args, name)
         if v is not None and v > MAX_RESOLUTION:
             raise UsageError(f"--{name.replace('_', '-')} must be at most {MAX_RESOLUTION}, got {v}")
@@ -84,7 +93,7 @@ def main(argv=None) -> int:
         if out_dir.exists() and not out_dir.is_dir():
             raise UsageError(f"--output {out_dir} exists and is not a directory")
 
-    for name in ("resolution", "test_resolution"):
+    for name in ("resolution", "test_resolution", "finetune_resolution"):
         v = getattr(args, name)
         if v is not None and v < min_resolution(spec):
             raise UsageError(f"--{name.replace('_', '-')} {v} is too small for this network's strides (total stride "
@@ -114,20 +123,30 @@ def main(argv=None) -> int:
         spec = init[0]
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
+    finetune = args.finetune_resolution is not None
     r = train_and_evaluate(spec, data, epochs=args.epochs or 1, steps=args.steps, resolution=args.resolution,
                            test_resolution=args.test_resolution, batch_size=args.batch_size, recipe=args.recipe,
                            seed=args.seed, limit_train=args.limit_train, limit_val=args.limit_val,
-                           progress=not args.quiet, return_model=out_dir is not None, lr=args.lr,
+                           progress=not args.quiet, return_model=out_dir is not None or finetune, lr=args.lr,
                            augment=args.augment, device=device, init=init[1] if init is not None else None)
     metrics = r.to_dict()
     metrics.update(device=str(device), spec=spec.name, fingerprint=spec.fingerprint(), data=data.name,
                    batch_size=args.batch_size, classes=list(data.classes))
+    model, final_resolution, fix = r.model, args.resolution, None
+    if finetune and not r.failed:
+        from ..fixres import fixres_finetune
+        fix = fixres_finetune(spec, r.model, data, args.finetune_resolution, epochs=args.finetune_epochs,
+                              batch_size=args.batch_size, recipe=args.recipe, lr=args.finetune_lr, seed=args.seed,
+                              limit_train=args.limit_train, limit_val=args.limit_val, progress=not args.quiet,
+                              device=device)
+        metrics["fixres"] = fix.to_dict()
+        model, final_resolution = fix.model, args.finetune_resolution
     if out_dir is not None:
-        if r.model is not None:
+        if model is not None:
             buf = io.BytesIO()
-            torch.save(r.model.state_dict(), buf)
+            torch.save(model.state_dict(), buf)
             atomic_write_bytes(out_dir / "weights.pt", buf.getvalue())
-            trained = spec.replace(num_classes=data.num_classes, resolution=args.resolution,
+            trained = spec.replace(num_classes=data.num_classes, resolution=final_resolution,
                                    provenance={**spec.provenance, "trained_on": data.name})
             atomic_write_text(out_dir / "spec.json", trained.to_json())
         atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
@@ -135,11 +154,16 @@ def main(argv=None) -> int:
         sys.stdout.write(json.dumps(metrics) + "\n")
     else:
         sys.stdout.write(_summary(spec, r, data) + "\n")
+        if fix is not None:
+            sys.stdout.write(_fixres_summary(fix) + "\n")
         if out_dir is not None:
-            sys.stdout.write(f"wrote {out_dir}{os.sep}metrics.json" + (", weights.pt, spec.json" if r.model is not None else "")
+            sys.stdout.write(f"wrote {out_dir}{os.sep}metrics.json" + (", weights.pt, spec.json" if model is not None else "")
                              + "\n")
     if r.failed:
         print(f"nas-train: error: training failed: {r.reason}", file=sys.stderr)
+        return 1
+    if fix is not None and fix.failed:
+        print(f"nas-train: error: fine-tuning failed: {fix.reason}", file=sys.stderr)
         return 1
     return 0
 

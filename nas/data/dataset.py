@@ -49,6 +49,10 @@ class Dataset:
         classes: class names; label ``i`` is ``classes[i]``.
         train_x, val_x: ``torch.uint8`` images ``[N, C, H, W]``.
         train_y, val_y: ``torch.int64`` labels ``[N]``.
+        train_soft: optional ``float32`` targets ``[N, classes]`` of the train split (rows are
+            probability vectors, e.g. a teacher's pseudo-labels); when present the train
+            split's loaders yield them instead of ``train_y`` (which then holds their argmax,
+            used for stratified draws).  Made by :meth:`with_train`.
     """
 
     name: str
@@ -57,6 +61,7 @@ class Dataset:
     train_y: torch.Tensor = field(repr=False)
     val_x: torch.Tensor = field(repr=False)
     val_y: torch.Tensor = field(repr=False)
+    train_soft: torch.Tensor | None = field(default=None, repr=False)
     _cache: dict[tuple[Any, ...], Any] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -75,8 +80,29 @@ class Dataset:
                 raise ValueError(f"{split}_y holds labels outside 0..{len(self.classes) - 1}")
         if self.train_x.shape[0] == 0:
             raise ValueError("the train split is empty")
+        soft = self.train_soft
+        if soft is not None and (soft.dtype != torch.float32 or soft.shape != (self.num_train, len(self.classes))):
+            raise ValueError("train_soft must be a float32 tensor [N, classes] matching train_x")
         if self.val_x.shape[0] and self.val_x.shape[1:] != self.train_x.shape[1:]:
             raise ValueError("train_x and val_x must have the same [C, H, W]")
+
+    def with_train(self, train_x: torch.Tensor, train_y: torch.Tensor, train_soft: torch.Tensor | None = None,
+                   name: str | None = None) -> Dataset:
+        """A dataset with another train split, this held-out split, and this dataset's normalization.
+
+        Normalization is kept (not recomputed from the new images), so that a model trained on one
+        dataset sees the same inputs on the other: a teacher trained on a labeled subset, the
+        unlabeled images it pseudo-labels and the student's mix all share one preprocessing.
+        ``train_x`` must have this dataset's ``[C, H, W]``.
+        """
+        out = Dataset(name=name or self.name, classes=list(self.classes), train_x=train_x, train_y=train_y,
+                      val_x=self.val_x, val_y=self.val_y, train_soft=train_soft)
+        if out.train_x.shape[1:] != self.train_x.shape[1:]:
+            raise ValueError(f"train_x must be [N, {', '.join(map(str, self.train_x.shape[1:]))}], "
+                             f"got {list(train_x.shape)}")
+        for stored in {1, self.in_channels}:
+            out._cache[("stats", stored)] = self._stats(stored)
+        return out
 
     # -- description ------------------------------------------------------- #
 
@@ -307,6 +333,7 @@ class Dataset:
             train_y=self.train_y[tr].clone(),
             val_x=self.val_x[va].clone(),
             val_y=self.val_y[va].clone(),
+            train_soft=None if self.train_soft is None else self.train_soft[tr].clone(),
         )
 
 
@@ -355,6 +382,8 @@ class Loader:
         self._indices = indices
         self._stored = stored
         _, y = dataset._split(split)
+        if split == "train" and dataset.train_soft is not None:
+            y = dataset.train_soft  # soft targets (with_train)
         self._y = y[torch.from_numpy(indices)]
         self._x = dataset._prepared(split, resolution, stored, limit, seed, indices)
 

@@ -1,0 +1,193 @@
+"""Noisy Student on Fashion-MNIST with 1,000 and 5,000 labels, 3 seeds, and the paper's controls.
+
+Per (labels, seed), one chain of ``nas-student`` runs, each resumable on its own:
+
+* ``noisy-soft``: EfficientNet-B0 teacher, 3 rounds of same-size noised students, soft labels (the default);
+* ``no-noise``: 3 rounds from the same teacher with every noise off (``--no-noise``): the control for noise;
+* ``hard``: 1 round from the same teacher with hard labels (``--pseudo hard``);
+* ``larger``: 1 round from the same teacher with a larger student (``--student-scale 1``: B1-like depth and width).
+
+Every model gets the same budget (``BUDGET``: optimizer steps, batch, resolution, recipe), so a teacher
+and its students differ only in data, targets and noise.  Unlabeled: the rest of the train split.
+Held-out: the official 10k test split.  Chains run on ``--workers`` processes (one thread each);
+``report`` writes ``summary.json`` and ``README.md`` from the runs' own summaries.
+
+    python scripts/noisy_student_study.py run --workers 2 --output results/noisy_student
+    python scripts/noisy_student_study.py report --output results/noisy_student
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+LABELS = (1000, 5000)
+SEEDS = (0, 1, 2)
+BUDGET = ["--steps", "500", "--batch-size", "128", "--resolution", "16", "--recipe", "adamw", "--threads", "1"]
+TEACHER = "efficientnet-b0"
+DATA = "fashion-mnist"
+VARIANTS = {  # name -> (extra flags, uses the noisy-soft run's teacher)
+    "noisy-soft": (["--rounds", "3"], False),
+    "no-noise": (["--rounds", "3", "--no-noise"], True),
+    "hard": (["--rounds", "1", "--pseudo", "hard"], True),
+    "larger": (["--rounds", "1", "--student-scale", "1"], True),
+}
+
+
+def command(out: Path, labels: int, seed: int, variant: str) -> list[str]:
+    flags, shared_teacher = VARIANTS[variant]
+    run_dir = out / "runs" / f"labels{labels}-seed{seed}"
+    cmd = ["nas-student", TEACHER, "--data", DATA, "--labeled", str(labels), "--seed", str(seed), *BUDGET, *flags]
+    if shared_teacher:
+        cmd += ["--teacher-weights", str(run_dir / "noisy-soft" / "round-0" / "weights.pt")]
+    return cmd + ["--output", str(run_dir / variant), "--quiet", "--json"]
+
+
+def _chain(out: Path, labels: int, seed: int, log) -> None:
+    for variant in VARIANTS:
+        cmd = command(out, labels, seed, variant)
+        summary = out / "runs" / f"labels{labels}-seed{seed}" / variant / "summary.json"
+        rounds = int(VARIANTS[variant][0][1])
+        if summary.exists() and len(json.loads(summary.read_text())["rounds"]) == rounds:
+            continue
+        t0 = time.perf_counter()
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        if p.returncode != 0:
+            log(f"labels {labels} seed {seed} {variant}: FAILED ({p.returncode}): {p.stderr.strip()[-300:]}")
+            return
+        s = json.loads(p.stdout)
+        accs = " ".join(f"{r['student_accuracy']:.4f}" for r in s["rounds"])
+        log(f"labels {labels} seed {seed} {variant}: teacher {s['teacher']['accuracy']:.4f}, students {accs} "
+            f"({time.perf_counter() - t0:.0f} s)")
+
+
+def run(args) -> int:
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "commands.txt").write_text("\n".join(shlex.join(command(out, n, s, v)) for n in LABELS for s in SEEDS
+                                                for v in VARIANTS) + "\n")
+    t0 = time.perf_counter()
+    chains = [(n, s) for n in LABELS for s in SEEDS]
+    done = []
+
+    def log(text):
+        done.append(text)
+        print(f"[{time.perf_counter() - t0:6.0f} s] {text}", file=sys.stderr, flush=True)
+
+    with ThreadPoolExecutor(args.workers) as pool:  # each chain is a sequence of subprocesses
+        list(pool.map(lambda c: _chain(out, *c, log), chains))
+    return report(args)
+
+
+def _interval(values) -> list[float]:
+    """A 90 % t-interval of the mean over seeds."""
+    v = np.asarray(values, dtype=float)
+    if v.size < 2:
+        return [float(v.mean()), float(v.mean())] if v.size else [math.nan, math.nan]
+    t90 = {2: 6.314, 3: 2.920, 4: 2.353, 5: 2.132}.get(v.size, 1.833)
+    half = t90 * v.std(ddof=1) / math.sqrt(v.size)
+    return [float(v.mean() - half), float(v.mean() + half)]
+
+
+def _read(out: Path, labels: int, seed: int, variant: str) -> dict | None:
+    path = out / "runs" / f"labels{labels}-seed{seed}" / variant / "summary.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def report(args) -> int:
+    out = Path(args.output)
+    settings, complete = [], True
+    for n in LABELS:
+        row = {"labels": n, "seeds": [], "teacher": [], "student": [], "student_rounds": [], "student_no_noise": [],
+               "student_no_noise_rounds": [], "student_hard": [], "student_larger": [], "student_round1": []}
+        for s in SEEDS:
+            runs = {v: _read(out, n, s, v) for v in VARIANTS}
+            want = {v: int(VARIANTS[v][0][1]) for v in VARIANTS}
+            if any(r is None or len(r["rounds"]) < want[v] for v, r in runs.items()):
+                complete = False
+                continue
+            row["seeds"].append(s)
+            row["teacher"].append(runs["noisy-soft"]["teacher"]["accuracy"])
+            rounds = [r["student_accuracy"] for r in runs["noisy-soft"]["rounds"]]
+            row["student"].append(rounds[-1])
+            row["student_round1"].append(rounds[0])
+            row["student_rounds"].append(rounds)
+            nn_rounds = [r["student_accuracy"] for r in runs["no-noise"]["rounds"]]
+            row["student_no_noise"].append(nn_rounds[-1])
+            row["student_no_noise_rounds"].append(nn_rounds)
+            row["student_hard"].append(runs["hard"]["rounds"][0]["student_accuracy"])
+            row["student_larger"].append(runs["larger"]["rounds"][0]["student_accuracy"])
+        if row["seeds"]:
+            t = np.array(row["teacher"])
+            row["gains"] = {name: {"mean": float(np.mean(np.array(row[key]) - base)),
+                                   "interval90": _interval(np.array(row[key]) - base)}
+                            for name, key, base in (
+                                ("student - teacher", "student", t),
+                                ("round-1 student - teacher", "student_round1", t),
+                                ("student - student without noise", "student", np.array(row["student_no_noise"])),
+                                ("no-noise student - teacher", "student_no_noise", t),
+                                ("round-1 soft - round-1 hard", "student_round1", np.array(row["student_hard"])),
+                                ("larger round-1 - same-size round-1", "student_larger",
+                                 np.array(row["student_round1"])))}
+        settings.append(row)
+    doc = {"format": "nas-noisy-student-study", "version": 1,
+           "status": "complete" if complete else "in progress",
+           "teacher": TEACHER, "data": DATA, "budget": " ".join(BUDGET), "variants": {k: " ".join(v[0]) for k, v in VARIANTS.items()},
+           "command": "python scripts/noisy_student_study.py run --workers 2 --output results/noisy_student",
+           "settings": settings}
+    (out / "summary.json").write_text(json.dumps(doc, indent=2) + "\n")
+    md = [f"# Noisy Student on Fashion-MNIST ({doc['status']})", "", "Made by", "", "```sh", doc["command"],
+          "python scripts/noisy_student_study.py report --output results/noisy_student", "```", "",
+          f"Every run's exact `nas-student` command is in `commands.txt`; each run's files are under `runs/`. "
+          f"Teacher {TEACHER}; every model `{' '.join(BUDGET)}`; unlabeled: the rest of the 60k train split; "
+          "held-out: the 10k test split. Means over seeds, (min–max); gains are paired by seed with 90 % "
+          "t-intervals.", ""]
+    for row in settings:
+        if not row["seeds"]:
+            continue
+
+        def f(key):
+            v = row[key]
+            return f"{np.mean(v):.4f} ({min(v):.4f}–{max(v):.4f})"
+        md += [f"## {row['labels']:,} labels, seeds {row['seeds']}", "", "| model | held-out accuracy |", "|---|---|",
+               f"| teacher (labeled only) | {f('teacher')} |"]
+        for k in range(len(row["student_rounds"][0])):
+            md.append(f"| round-{k + 1} student, noised, soft labels | "
+                      f"{np.mean([r[k] for r in row['student_rounds']]):.4f} |")
+        for k in range(len(row["student_no_noise_rounds"][0])):
+            md.append(f"| round-{k + 1} student without noise | "
+                      f"{np.mean([r[k] for r in row['student_no_noise_rounds']]):.4f} |")
+        md += [f"| round-1 student, hard labels | {f('student_hard')} |",
+               f"| round-1 larger student (phi 1) | {f('student_larger')} |", "", "| difference | mean | 90 % CI |",
+               "|---|---|---|"]
+        for name, g in row["gains"].items():
+            md.append(f"| {name} | {g['mean']:+.4f} | {g['interval90'][0]:+.4f} … {g['interval90'][1]:+.4f} |")
+        md.append("")
+    reading = out / "reading.md"
+    (out / "README.md").write_text("\n".join(md) + ("\n" + reading.read_text() if reading.exists() else ""))
+    print("\n".join(md))
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--workers", type=int, default=2)
+    r.add_argument("--output", default="results/noisy_student")
+    p = sub.add_parser("report")
+    p.add_argument("--output", default="results/noisy_student")
+    args = ap.parse_args(argv)
+    return {"run": run, "report": report}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
