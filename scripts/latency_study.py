@@ -254,7 +254,9 @@ def write_readme(args, steps, done, started: str) -> Path:
             fit = c.get("fit") or {}
             L.append(f"- {b}: fitted on {fit.get('n')} members (seed {c['seed']}): "
                      + ", ".join(f"{n} {v * 1e3:+.4g} ms" for n, v in zip(c["features"], c["coef"]))
-                     + f"; on its own members {_pct(fit.get('within_10pct'))} within ±10 %, RMSPE {_pct(fit.get('rmspe'))}.")
+                     + f"; kept by leave-one-out: {(fit.get('selection') or {}).get('chosen')} (LOO RMSPE "
+                     + ", ".join(f"{k} {v:.1%}" for k, v in ((fit.get('selection') or {}).get('loo_rmspe') or {}).items())
+                     + f"); on its own members {_pct(fit.get('within_10pct'))} within ±10 %, RMSPE {_pct(fit.get('rmspe'))}.")
     e2e = [s for s in steps if s["kind"] == "search"]
     if e2e:
         L += ["", f"## End to end: `nas-search --target-latency X --latency-table lat-{args.e2e_backend}.json`", "",

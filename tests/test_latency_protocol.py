@@ -219,6 +219,22 @@ def test_fit_correction_recovers_a_known_linear_correction():
         fit_correction(X[:5], y[:5])
 
 
+def test_the_correction_keeps_only_the_features_that_predict_held_out_members():
+    import random
+
+    from nas.latency._workflow import select_correction
+
+    rng = random.Random(1)
+    X = [[1.0, rng.uniform(5, 40), rng.randint(15, 30), rng.uniform(0.1, 0.6), rng.uniform(5, 60)] for _ in range(30)]
+    # the truth uses one and sum only; the measurements carry 5 % noise
+    y = [(2.0 + 1.2 * x[1]) * 1e-3 * (1 + rng.gauss(0, 0.05)) for x in X]
+    coef, sel = select_correction(X, y, ["one", "sum", "layers", "gflops", "act_mb"])
+    assert set(sel["loo_rmspe"]) == {"one,sum", "one,sum,layers", "one,sum,layers,gflops",
+                                     "one,sum,layers,gflops,act_mb"}
+    assert sel["chosen"] == min(sel["loo_rmspe"], key=sel["loo_rmspe"].get)
+    assert len(coef) == 5 and coef[1] == pytest.approx(1.2e-3, rel=0.1)
+
+
 def test_refit_measures_members_fits_and_validation_holds_them_out(space, tmp_path, monkeypatch):
     import nas.latency._workflow as wf
 

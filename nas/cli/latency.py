@@ -232,7 +232,8 @@ def _refit(args) -> int:
     coef = ", ".join(f"{n} {v * 1e3:+.4g}" for n, v in zip(c["features"], c["coef"]))
     print(f"{path}: correction fitted on {c['fit']['n']} measured members (seed {c['seed']}): "
           f"{c['fit']['within_10pct']:.0%} within ±10 % on them, RMSPE {c['fit']['rmspe']:.1%}; "
-          f"coefficients (ms per unit): {coef}; validate on held-out members with nas-latency validate --table {path}")
+          f"features kept by leave-one-out: {c['fit']['selection']['chosen']}; coefficients (ms per unit): {coef}; "
+          f"validate on held-out members with nas-latency validate --table {path}")
     return 0
 
 

@@ -23,7 +23,7 @@ from ._table import (DEFAULT_FEATURES, DEFAULT_RIDGE, LatencyTable, TableError, 
 from ._validate import validate, write_report
 
 __all__ = ["FitError", "open_table", "complete_table", "validation_members", "run_validation",
-           "correction_members", "refit_correction", "fitted_fingerprints"]
+           "correction_members", "refit_correction", "fitted_fingerprints", "select_correction"]
 
 
 class FitError(TableError):
@@ -156,15 +156,51 @@ def refit_correction(table: LatencyTable, space, backend: Backend, out: Path, *,
         if bar is not None:
             bar.close()
     rows = c["members"]
-    coef = fit_correction([m["features"] for m in rows], [m["measured"] for m in rows], features, ridge)
+    X, y = [m["features"] for m in rows], [m["measured"] for m in rows]
+    coef, selection = select_correction(X, y, features, ridge)
     pred = [sum(a * f for a, f in zip(coef, m["features"])) for m in rows]
     errs = [p / m["measured"] - 1 for p, m in zip(pred, rows)]
     c["coef"] = coef
     c["fit"] = {"n": len(rows), "within_10pct": sum(abs(e) <= 0.1 for e in errs) / len(errs),
-                "rmspe": (sum(e * e for e in errs) / len(errs)) ** 0.5, "protocol": protocol.to_dict(),
-                "load": {"before": load_before, "after": load_record()}}
+                "rmspe": (sum(e * e for e in errs) / len(errs)) ** 0.5, "selection": selection,
+                "protocol": protocol.to_dict(), "load": {"before": load_before, "after": load_record()}}
     table.save(out)
     return c
+
+
+def select_correction(X: list[list[float]], y: list[float], features: list[str], ridge: float = DEFAULT_RIDGE):
+    """The correction on the nested feature sets ``features[:2]``, ``features[:3]``, ... (the first two being
+    ``one`` and ``sum`` by default), each scored by leave-one-out RMSPE on the measured members; the best
+    set's coefficients (0 for the features left out) and every set's score.  With 30 noisy members the five
+    correlated features can fit noise: the held-out score decides, not the fit's own."""
+    import numpy as np
+
+    n, k = len(y), len(features)
+    first = 2 if k >= 2 else 1
+    sizes = [s for s in range(first, k + 1) if n >= s + 2] or [k]
+    scores: dict[str, float] = {}
+    best = None
+    for size in sizes:
+        cols = list(range(size))
+        sub = [[row[j] for j in cols] for row in X]
+        errs = []
+        for i in range(n):
+            rest = [r for j, r in enumerate(sub) if j != i]
+            try:
+                cf = fit_correction(rest, [v for j, v in enumerate(y) if j != i], features[:size], ridge)
+            except TableError:
+                errs = None
+                break
+            errs.append(float(np.dot(cf, sub[i])) / y[i] - 1)
+        name = ",".join(features[:size])
+        if errs is None:
+            continue
+        scores[name] = float(np.sqrt(np.mean(np.square(errs))))
+        if best is None or scores[name] < scores[best[0]] - 1e-12:
+            best = (name, size)
+    size = best[1] if best else k
+    cf = fit_correction([row[:size] for row in X], y, features[:size], ridge)
+    return cf + [0.0] * (k - size), {"loo_rmspe": scores, "chosen": ",".join(features[:size])}
 
 
 def run_validation(table: LatencyTable, members: list[Spec], backend: Backend, *, warmup: int | None = None,
