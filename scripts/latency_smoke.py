@@ -1,8 +1,9 @@
 """A small end-to-end check of the latency predictor that fits in a few minutes, for each clock.
 
 A table restricted to the pieces of 5 fit networks (B0 + 4 seeded members, seed 0) and 12
-validation members (seed 1) of ``mnasnet-b0`` at 224 px, torch backend, 1 thread, warm-up 5,
-median of 15; the overhead fitted on the 5, then ``nas.latency.validate`` on the 12 (each measured
+validation members (seed 1) of ``mnasnet-b0`` at 224 px, torch backend, 1 thread, the protocol
+(``nas.latency.Protocol``) with 5 warm-ups and 15 runs (its committed outputs were measured with the
+old protocol: the median of 15); the overhead fitted on the 5, then ``nas.latency.validate`` on the 12 (each measured
 twice: the noise floor).  Not the real validation (``nas-latency validate``, 100 members of a full
 table, idle cores): this shows, on whatever load the machine has, what the clock does to the
 noise and how close the predictor comes to it::
