@@ -71,11 +71,13 @@ class FixResResult:
 def fixres_finetune(spec: Spec, model: nn.Module, dataset, test_resolution: int, *, epochs: float = 1,
                     batch_size: int = 64, recipe: str | Recipe = "adamw", lr: float | None = None, seed: int = 0,
                     limit_train: int | None = None, limit_val: int | None = None, progress: bool = False,
-                    device=None) -> FixResResult:
+                    device=None, layers: str = FINETUNED_LAYERS) -> FixResResult:
     """Measure ``model`` (trained from ``spec``) at ``test_resolution``, fine-tune it there, measure again.
 
     ``model`` is not changed; the fine-tuned module is ``result.model`` (on the CPU).
     ``lr`` is the peak rate per 256 images (default: :data:`FINETUNE_LR_FACTOR` x the recipe's).
+    ``layers`` (:data:`nas.train.TRAINABLE`) is FixRes's :data:`FINETUNED_LAYERS` unless a study
+    asks for ``"all"`` (every parameter: the control that tells frozen convolutions from too little data).
     """
     rec = RECIPES[recipe] if isinstance(recipe, str) else recipe
     peak = float(lr) if lr is not None else rec.lr * FINETUNE_LR_FACTOR
@@ -91,7 +93,7 @@ def fixres_finetune(spec: Spec, model: nn.Module, dataset, test_resolution: int,
                              epochs=epochs, resolution=test_resolution, test_resolution=test_resolution,
                              batch_size=batch_size, recipe=rec, lr=peak, seed=seed, limit_train=limit_train,
                              limit_val=limit_val, progress=progress, return_model=True, augment=False,
-                             device=device, init=state, trainable=FINETUNED_LAYERS)
+                             device=device, init=state, trainable=layers)
     return FixResResult(test_resolution=test_resolution, no_finetune_accuracy=no_ft, finetune_accuracy=run.accuracy,
                         epochs=run.epochs, lr=peak, seconds=time.perf_counter() - t0, failed=run.failed,
-                        reason=run.reason, run=run, model=run.model)
+                        reason=run.reason, run=run, model=run.model, layers=layers)

@@ -283,7 +283,7 @@ class NoisyStudent:
         return train_and_evaluate(spec, data, epochs=c.epochs or 1, steps=c.steps, resolution=c.resolution,
                                   batch_size=c.batch_size, recipe=c.recipe, lr=c.lr, seed=seed,
                                   progress=self.progress, return_model=True, augment=False, device=self.device,
-                                  randaugment=ra, init=init)
+                                  randaugment=ra, init=init, evaluate_each_epoch=False)
 
     def _teacher(self) -> tuple[torch.nn.Module, dict]:
         """Round 0: the teacher, trained on the labeled images (or given), and its metrics."""

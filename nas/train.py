@@ -250,7 +250,8 @@ def train_and_evaluate(spec: Spec, dataset, *, epochs: float = 1, steps: int | N
                        on_epoch: Callable[[int, float], bool | None] | None = None, return_model: bool = False,
                        lr: float | None = None, augment: bool | None = None,
                        device: torch.device | str | None = None, init: dict | None = None,
-                       trainable: str = "all", randaugment: tuple[int, int] | None = None) -> TrainResult:
+                       trainable: str = "all", randaugment: tuple[int, int] | None = None,
+                       evaluate_each_epoch: bool = True) -> TrainResult:
     """Train ``spec`` on ``dataset`` (a :class:`nas.data.Dataset`) and evaluate on its held-out split.
 
     ``epochs`` may be fractional; ``steps`` (if given) sets the budget in optimizer
@@ -261,6 +262,8 @@ def train_and_evaluate(spec: Spec, dataset, *, epochs: float = 1, steps: int | N
     for budgets of :data:`AUGMENT_FROM_EPOCHS` epochs or more.  ``init`` (a state dict for
     the spec with the data's classes, loaded strictly) replaces the initialisation: fine-tuning.
     ``trainable`` (:data:`TRAINABLE`) limits the parameters that learn (:func:`freeze_for`).
+    ``evaluate_each_epoch=False`` evaluates once, at the end (for budgets of many short epochs,
+    e.g. a few hundred steps over a thousand images, where evaluating would cost more than training).
     ``randaugment=(num_ops, magnitude)`` adds RandAugment (:mod:`nas.randaugment`, torchvision's ops)
     to every training batch, after crop and flip.  The train split may hold soft targets
     (:meth:`nas.data.Dataset.with_train`): the loss is then the cross-entropy to those distributions.
@@ -294,6 +297,9 @@ def train_and_evaluate(spec: Spec, dataset, *, epochs: float = 1, steps: int | N
             epoch = 0
             while run.step < data.total_steps:
                 train_loss = _train_epoch(run, data, rec, opt, criterion, peak, aug_rng, dev, epoch)
+                if not (evaluate_each_epoch or on_epoch is not None or run.step >= data.total_steps):
+                    epoch += 1
+                    continue
                 acc = _evaluate_epoch(run, data, rec, result, train_loss)
                 if run.bar is not None:
                     run.bar.set_postfix(val_acc=f"{acc:.3f}", epoch=epoch + 1)

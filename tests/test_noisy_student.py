@@ -251,3 +251,15 @@ def test_train_finetune_flags(tmp_path, capsys):
     assert m["fixres"]["layers"] == "classifier+bn" and m["fixres"]["test_resolution"] == 20
     assert {"no_finetune_accuracy", "finetune_accuracy"} <= set(m["fixres"])
     assert json.loads((out / "spec.json").read_text())["resolution"] == 20  # the fine-tuned weights' resolution
+
+
+def test_evaluating_only_at_the_end_changes_nothing_but_the_history():
+    data = tiny_data()
+    kw = dict(steps=24, resolution=12, batch_size=16, recipe="adamw", seed=0, return_model=True)  # 3 epochs + 3 steps
+    each = train_and_evaluate(SPEC, data, **kw)
+    end = train_and_evaluate(SPEC, data, evaluate_each_epoch=False, **kw)
+    assert len(each.history) == 4 and len(end.history) == 1
+    # the same training; only the final BN calibration draws other batches (its loader advanced per evaluation)
+    a, b = dict(each.model.named_parameters()), dict(end.model.named_parameters())
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert end.loss == pytest.approx(each.loss, rel=0.05)
