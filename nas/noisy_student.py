@@ -365,6 +365,9 @@ class NoisyStudent:
                            "train_images": data.num_train, "seconds": time.perf_counter() - t0, "train": r.to_dict()}
                 self._write_model(k, r.model, spec, metrics)
                 teacher = r.model
+                left = c.rounds - k
+                self.log(f"round {k} of {c.rounds}: student {r.accuracy:.4f} in {metrics['seconds']:.0f} s"
+                         + (f"; ETA {left * metrics['seconds'] / 60:.1f} min for {left} more" if left else ""))
             summary["rounds"].append({"round": k, "student_accuracy": metrics["student_accuracy"],
                                       "pseudo_labeled": metrics["pseudo_labeled"], "seconds": metrics["seconds"]})
             self._write_summary(summary)

@@ -10,7 +10,7 @@ the whole 10k test split):
 * ``family``: EfficientNet-B0..B3 (the presets), each at its resolution scaled to Fashion-MNIST
   (28 x r / 224: 28, 30, 32, 38 px), trained at 0.8x that and tested at full, with and without
   fine-tuning (2 seeds).
-* ``resolution-all-layers``: the control for the first: the same trainings, fine-tuned in every layer.
+* ``resolution-all-layers``: the control for the first: the same trainings (seed 0), fine-tuned in every layer.
 
 Every finished training is appended to ``rows.jsonl`` at once; a rerun skips what is done.
 ``report`` writes ``summary.json`` and ``README.md`` from the rows.
@@ -53,7 +53,8 @@ def jobs() -> list[dict]:
     out = [{"study": study, "spec": RESOLUTION_STUDY["spec"], "train_resolution": r,
             "test_resolution": RESOLUTION_STUDY["test_resolution"], "seed": s}
            for study in ("resolution", "resolution-all-layers")
-           for s in RESOLUTION_STUDY["seeds"] for r in RESOLUTION_STUDY["train_resolutions"]]
+           for s in RESOLUTION_STUDY["seeds"][:None if study == "resolution" else 1]
+           for r in RESOLUTION_STUDY["train_resolutions"]]
     for s in FAMILY_STUDY["seeds"]:
         for name in FAMILY_STUDY["specs"]:
             train, test = family_resolutions(name)
