@@ -130,8 +130,8 @@ def conform_images(x: torch.Tensor, like: Dataset) -> torch.Tensor:
     """uint8 images ``x`` with ``like``'s channels (grey averaged or repeated) and native size (bilinear)."""
     c, h, w = like.train_x.shape[1:]
     out = x.float()
-    if out.shape[1] != c:
-        out = out.mean(dim=1, keepdim=True).expand(-1, c, -1, -1) if c in (1, 3) else out
+    if out.shape[1] != c:  # through grey: averaged, then repeated
+        out = out.mean(dim=1, keepdim=True).expand(-1, c, -1, -1)
     if tuple(out.shape[2:]) != (h, w):
         out = torch.cat([F.interpolate(out[i:i + 1024], size=(h, w), mode="bilinear", align_corners=False,
                                        antialias=True) for i in range(0, out.shape[0], 1024)])

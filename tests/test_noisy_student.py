@@ -263,3 +263,12 @@ def test_evaluating_only_at_the_end_changes_nothing_but_the_history():
     a, b = dict(each.model.named_parameters()), dict(end.model.named_parameters())
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert end.loss == pytest.approx(each.loss, rel=0.05)
+
+
+def test_unlabeled_images_from_another_source_are_conformed():
+    from nas.noisy_student import conform_images
+    data = tiny_data()  # grey 12x12
+    rgb = torch.zeros(2, 3, 24, 24, dtype=torch.uint8)
+    rgb[:, 0] = 90  # mean over channels: 30
+    out = conform_images(rgb, data)
+    assert out.dtype == torch.uint8 and out.shape == (2, 1, 12, 12) and int(out.max()) == 30 == int(out.min())
