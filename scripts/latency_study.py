@@ -274,6 +274,9 @@ def write_readme(args, steps, done, started: str) -> Path:
                          f"{'yes' if r['within_10pct'] else 'no'} |")
     L += ["", "Every figure above is read from the files beside this README (`steps.jsonl`, `validate-*/validate.json`, "
           "`search-*/summary.json`, the tables); rerun the command to finish an interrupted study.", ""]
+    notes = args.output / "notes.md"  # what the files cannot say (conditions, reading), kept beside them
+    if notes.exists():
+        L += [notes.read_text()]
     path = args.output / "README.md"
     atomic_write_text(path, "\n".join(L))
     return path
@@ -321,7 +324,9 @@ def main(argv=None) -> int:
     if args.dry_run:
         return 0
     args.output.mkdir(parents=True, exist_ok=True)
-    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    # the first finished step's start, so that a rerun (or a README-only rerun) keeps the study's own date
+    first = min((d["load_before"]["time"] for d in done.values() if d.get("load_before")), default=None)
+    started = (first.replace("T", " ")[:16] + " UTC") if first else time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     t0 = time.perf_counter()
     for s in todo:
         done[s["name"]] = run_step(s, args, log)
