@@ -336,3 +336,36 @@ def test_spearman():
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486832980505138)
     assert math.isnan(spearman([1, 1, 1], [1, 2, 3]))
+
+
+def test_meters_sharing_a_cache_measure_one_at_a_time_and_reuse_each_others_figures(tmp_path, monkeypatch):
+    """A search's local workers: two meters on one cache file never time their nets at once, and a
+    spec one of them measured is read back by the other, not measured again."""
+    import threading
+    import time
+
+    import nas
+    from nas.latency import _meter
+    from nas.latency._meter import Latency, LatencyMeter
+
+    spans, calls = [], []
+
+    def fake(spec, protocol=None):
+        t0 = time.perf_counter()
+        time.sleep(0.15)
+        calls.append(spec.fingerprint())
+        spans.append((t0, time.perf_counter()))
+        return Latency(0.01, 1, 30, spec.resolution, protocol=protocol.to_dict())
+
+    monkeypatch.setattr(_meter, "measure_latency", fake)
+    cache = tmp_path / "latency_cache.json"
+    a, b = LatencyMeter(cache_path=cache), LatencyMeter(cache_path=cache)
+    specs = [nas.load_spec(n) for n in ("efficientnet-b0", "mnasnet-a1")]
+    threads = [threading.Thread(target=m, args=(s,)) for m, s in zip((a, b), specs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    (s1, e1), (s2, e2) = sorted(spans)
+    assert e1 <= s2  # never overlapping
+    assert b(specs[0]) == 0.01 and len(calls) == 2  # b reads a's figure from the shared file

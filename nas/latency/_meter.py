@@ -10,10 +10,14 @@ measurement of a meter warns loudly on stderr when other work is running (:func:
 
 Results are cached per spec fingerprint (architecture only) in memory and, when
 ``cache_path`` is given, in a JSON file keyed by ``fingerprint@threads`` (an entry counts only when it was measured with the
-meter's protocol, recorded beside it), so that a resumed search does not measure twice.  The file is rewritten atomically.
+meter's protocol, recorded beside it), so that a resumed search does not measure twice.  The file is rewritten atomically.  Meters that share a
+cache file (a search's local workers) also share a lock beside it (``<cache>.lock``, ``fcntl.flock``):
+one measures at a time, so two workers never time-share the one pinned core, and a spec another
+worker measured meanwhile is read back instead of measured again.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -95,13 +99,34 @@ class LatencyMeter:
 
             self._checked = True
             check_load(allow=True, warn=lambda m: print(f"nas-search: WARNING: {m}", file=sys.stderr))
-        lat = measure_latency(spec, protocol=self.protocol)
-        self._cache[key] = lat.to_dict()
-        if self.cache_path:
-            # local workers share the file: keep what the others wrote since this meter read it
-            self._cache = {**self._read(), **self._cache}
-            atomic_write_text(self.cache_path, json.dumps(self._cache, indent=1, sort_keys=True) + "\n")
+        with self._lock():
+            hit = self._read().get(key) if self.cache_path else None
+            if hit is not None and hit.get("protocol") == self.protocol.to_dict():  # another worker measured it
+                self._cache[key] = hit
+                return self.measure(spec)
+            lat = measure_latency(spec, protocol=self.protocol)
+            self._cache[key] = lat.to_dict()
+            if self.cache_path:
+                # local workers share the file: keep what the others wrote since this meter read it
+                self._cache = {**self._read(), **self._cache}
+                atomic_write_text(self.cache_path, json.dumps(self._cache, indent=1, sort_keys=True) + "\n")
         return lat
+
+    @contextlib.contextmanager
+    def _lock(self):
+        """Exclusive, machine-wide for meters sharing the cache file; nothing without one."""
+        if self.cache_path is None:
+            yield
+            return
+        import fcntl
+
+        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.cache_path.with_name(self.cache_path.name + ".lock"), "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
     def __call__(self, spec: Spec) -> float:
         return self.measure(spec).seconds
