@@ -16,6 +16,7 @@ Held-out: the official 10k test split.  Chains run on ``--workers`` processes (o
 
     python scripts/noisy_student_study.py run --workers 2 --output results/noisy_student
     python scripts/noisy_student_study.py report --output results/noisy_student
+    python scripts/noisy_student_study.py probe --output results/noisy_student   # 3x the student's steps
 """
 from __future__ import annotations
 
@@ -104,6 +105,18 @@ def _read(out: Path, labels: int, seed: int, variant: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def _probe(out: Path) -> dict | None:
+    runs = {name: out / "probe-budget" / name / "summary.json" for name in ("noisy", "no-noise")}
+    if not all(p.exists() for p in runs.values()):
+        return None
+    docs = {name: json.loads(p.read_text()) for name, p in runs.items()}
+    if not all(d["rounds"] for d in docs.values()):
+        return None
+    return {"steps": int(PROBE_STEPS), "labels": 1000, "seed": 0, "teacher": docs["noisy"]["teacher"]["accuracy"],
+            **{name: d["rounds"][0]["student_accuracy"] for name, d in docs.items()},
+            "commands": [shlex.join(c) for c in probe_commands(out)]}
+
+
 def report(args) -> int:
     out = Path(args.output)
     settings, complete = [], True
@@ -134,7 +147,8 @@ def report(args) -> int:
                             for name, key, base in (
                                 ("student - teacher", "student", t),
                                 ("round-1 student - teacher", "student_round1", t),
-                                ("student - student without noise", "student", np.array(row["student_no_noise"])),
+                                ("round-1 noised - round-1 without noise (the noise control)", "student_round1",
+                                 np.array(row["student_no_noise"])),
                                 ("no-noise student - teacher", "student_no_noise", t),
                                 ("round-1 soft - round-1 hard", "student_round1", np.array(row["student_hard"])),
                                 ("larger round-1 - same-size round-1", "student_larger",
@@ -144,7 +158,7 @@ def report(args) -> int:
            "status": "complete" if complete else "in progress",
            "teacher": TEACHER, "data": DATA, "budget": " ".join(BUDGET), "variants": {k: " ".join(v[0]) for k, v in VARIANTS.items()},
            "command": "python scripts/noisy_student_study.py run --workers 2 --output results/noisy_student",
-           "settings": settings}
+           "student_no_noise_round": 1, "settings": settings, "probe": _probe(out)}
     (out / "summary.json").write_text(json.dumps(doc, indent=2) + "\n")
     md = [f"# Noisy Student on Fashion-MNIST ({doc['status']})", "", "Made by", "", "```sh", doc["command"],
           "python scripts/noisy_student_study.py report --output results/noisy_student", "```", "",
@@ -173,9 +187,43 @@ def report(args) -> int:
         for name, g in row["gains"].items():
             md.append(f"| {name} | {g['mean']:+.4f} | {g['interval90'][0]:+.4f} … {g['interval90'][1]:+.4f} |")
         md.append("")
+    if doc["probe"]:
+        pr = doc["probe"]
+        md += ["## Probe: the students' budget tripled (labels 1,000, seed 0)", "",
+               "`python scripts/noisy_student_study.py probe --output results/noisy_student`: the same teacher "
+               f"(500 steps, {pr['teacher']:.4f}); one student round with {PROBE_STEPS} steps.", "",
+               "| student | held-out accuracy |", "|---|---|",
+               f"| noised, soft labels | {pr['noisy']:.4f} |", f"| without noise | {pr['no-noise']:.4f} |", ""]
     reading = out / "reading.md"
     (out / "README.md").write_text("\n".join(md) + ("\n" + reading.read_text() if reading.exists() else ""))
     print("\n".join(md))
+    return 0
+
+
+PROBE_STEPS = "1500"
+
+
+def probe_commands(out: Path) -> list[list[str]]:
+    """What would change the conclusion: the students of labels 1000 / seed 0 given 3x the budget, with and
+    without noise, from the same teacher (trained with 500 steps)."""
+    teacher = out / "runs" / "labels1000-seed0" / "noisy-soft" / "round-0" / "weights.pt"
+    budget = [PROBE_STEPS if b == "500" else b for b in BUDGET]
+    base = ["nas-student", TEACHER, "--data", DATA, "--labeled", "1000", "--seed", "0", *budget, "--rounds", "1",
+            "--teacher-weights", str(teacher)]
+    return [base + extra + ["--output", str(out / "probe-budget" / name), "--quiet", "--json"]
+            for name, extra in (("noisy", []), ("no-noise", ["--no-noise"]))]
+
+
+def probe(args) -> int:
+    out = Path(args.output)
+    for cmd in probe_commands(out):
+        print(shlex.join(cmd), file=sys.stderr, flush=True)
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        if p.returncode != 0:
+            print(p.stderr.strip()[-300:], file=sys.stderr)
+            return 1
+        s = json.loads(p.stdout)
+        print(f"teacher {s['teacher']['accuracy']:.4f}, student {s['rounds'][0]['student_accuracy']:.4f}", file=sys.stderr)
     return 0
 
 
@@ -187,8 +235,10 @@ def main(argv=None) -> int:
     r.add_argument("--output", default="results/noisy_student")
     p = sub.add_parser("report")
     p.add_argument("--output", default="results/noisy_student")
+    b = sub.add_parser("probe", help="labels 1000, seed 0: students with 3x the steps, with and without noise")
+    b.add_argument("--output", default="results/noisy_student")
     args = ap.parse_args(argv)
-    return {"run": run, "report": report}[args.cmd](args)
+    return {"run": run, "report": report, "probe": probe}[args.cmd](args)
 
 
 if __name__ == "__main__":
