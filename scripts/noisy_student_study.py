@@ -106,15 +106,22 @@ def _read(out: Path, labels: int, seed: int, variant: str) -> dict | None:
 
 
 def _probe(out: Path) -> dict | None:
-    runs = {name: out / "probe-budget" / name / "summary.json" for name in ("noisy", "no-noise")}
-    if not all(p.exists() for p in runs.values()):
+    rows = []
+    for seed in PROBE_SEEDS:
+        where = out / "probe-budget" / (f"seed{seed}" if seed else "")
+        paths = {name: where / name / "summary.json" for name in ("noisy", "no-noise")}
+        if not all(p.exists() for p in paths.values()):
+            continue
+        docs = {name: json.loads(p.read_text()) for name, p in paths.items()}
+        if all(d["rounds"] for d in docs.values()):
+            rows.append({"seed": seed, "teacher": docs["noisy"]["teacher"]["accuracy"],
+                         **{name: d["rounds"][0]["student_accuracy"] for name, d in docs.items()}})
+    if not rows:
         return None
-    docs = {name: json.loads(p.read_text()) for name, p in runs.items()}
-    if not all(d["rounds"] for d in docs.values()):
-        return None
-    return {"steps": int(PROBE_STEPS), "labels": 1000, "seed": 0, "teacher": docs["noisy"]["teacher"]["accuracy"],
-            **{name: d["rounds"][0]["student_accuracy"] for name, d in docs.items()},
-            "commands": [shlex.join(c) for c in probe_commands(out)]}
+    diff = [r["noisy"] - r["no-noise"] for r in rows]
+    return {"steps": int(PROBE_STEPS), "labels": 1000, "rows": rows,
+            "noisy - no-noise": {"mean": float(np.mean(diff)), "interval90": _interval(diff)},
+            "commands": [shlex.join(c) for r in rows for c in probe_commands(out, r["seed"])]}
 
 
 def report(args) -> int:
@@ -189,11 +196,14 @@ def report(args) -> int:
         md.append("")
     if doc["probe"]:
         pr = doc["probe"]
-        md += ["## Probe: the students' budget tripled (labels 1,000, seed 0)", "",
-               "`python scripts/noisy_student_study.py probe --output results/noisy_student`: the same teacher "
-               f"(500 steps, {pr['teacher']:.4f}); one student round with {PROBE_STEPS} steps.", "",
-               "| student | held-out accuracy |", "|---|---|",
-               f"| noised, soft labels | {pr['noisy']:.4f} |", f"| without noise | {pr['no-noise']:.4f} |", ""]
+        d = pr["noisy - no-noise"]
+        md += [f"## Probe: the students' budget tripled (labels 1,000, seeds {[r['seed'] for r in pr['rows']]})", "",
+               "`python scripts/noisy_student_study.py probe --output results/noisy_student`: each seed's teacher "
+               f"(500 steps); one student round with {PROBE_STEPS} steps, with and without noise.", "",
+               "| seed | teacher | noised student | student without noise |", "|---|---|---|---|"]
+        md += [f"| {r['seed']} | {r['teacher']:.4f} | {r['noisy']:.4f} | {r['no-noise']:.4f} |" for r in pr["rows"]]
+        md += ["", f"Noised − without noise: {d['mean']:+.4f} (90 % CI {d['interval90'][0]:+.4f} … "
+                   f"{d['interval90'][1]:+.4f}).", ""]
     reading = out / "reading.md"
     (out / "README.md").write_text("\n".join(md) + ("\n" + reading.read_text() if reading.exists() else ""))
     print("\n".join(md))
@@ -203,28 +213,41 @@ def report(args) -> int:
 PROBE_STEPS = "1500"
 
 
-def probe_commands(out: Path) -> list[list[str]]:
-    """What would change the conclusion: the students of labels 1000 / seed 0 given 3x the budget, with and
+PROBE_SEEDS = (0, 1, 2)
+
+
+def probe_commands(out: Path, seed: int) -> list[list[str]]:
+    """What would change the conclusion: the students of labels 1000 / ``seed`` given 3x the budget, with and
     without noise, from the same teacher (trained with 500 steps)."""
-    teacher = out / "runs" / "labels1000-seed0" / "noisy-soft" / "round-0" / "weights.pt"
+    teacher = out / "runs" / f"labels1000-seed{seed}" / "noisy-soft" / "round-0" / "weights.pt"
     budget = [PROBE_STEPS if b == "500" else b for b in BUDGET]
-    base = ["nas-student", TEACHER, "--data", DATA, "--labeled", "1000", "--seed", "0", *budget, "--rounds", "1",
+    base = ["nas-student", TEACHER, "--data", DATA, "--labeled", "1000", "--seed", str(seed), *budget, "--rounds", "1",
             "--teacher-weights", str(teacher)]
-    return [base + extra + ["--output", str(out / "probe-budget" / name), "--quiet", "--json"]
+    where = out / "probe-budget" / (f"seed{seed}" if seed else "")  # seed 0's runs came first, at the top
+    return [base + extra + ["--output", str(where / name), "--quiet", "--json"]
             for name, extra in (("noisy", []), ("no-noise", ["--no-noise"]))]
 
 
-def probe(args) -> int:
-    out = Path(args.output)
-    for cmd in probe_commands(out):
+def _probe_seed(out: Path, seed: int) -> None:
+    for cmd in probe_commands(out, seed):
+        summary = Path(cmd[cmd.index("--output") + 1]) / "summary.json"
+        if summary.exists() and json.loads(summary.read_text())["rounds"]:
+            continue
         print(shlex.join(cmd), file=sys.stderr, flush=True)
         p = subprocess.run(cmd, capture_output=True, text=True)
         if p.returncode != 0:
             print(p.stderr.strip()[-300:], file=sys.stderr)
-            return 1
+            return
         s = json.loads(p.stdout)
-        print(f"teacher {s['teacher']['accuracy']:.4f}, student {s['rounds'][0]['student_accuracy']:.4f}", file=sys.stderr)
-    return 0
+        print(f"seed {seed}: teacher {s['teacher']['accuracy']:.4f}, student {s['rounds'][0]['student_accuracy']:.4f}",
+              file=sys.stderr, flush=True)
+
+
+def probe(args) -> int:
+    out = Path(args.output)
+    with ThreadPoolExecutor(args.workers) as pool:
+        list(pool.map(lambda s: _probe_seed(out, s), PROBE_SEEDS))
+    return report(args)
 
 
 def main(argv=None) -> int:
@@ -235,8 +258,9 @@ def main(argv=None) -> int:
     r.add_argument("--output", default="results/noisy_student")
     p = sub.add_parser("report")
     p.add_argument("--output", default="results/noisy_student")
-    b = sub.add_parser("probe", help="labels 1000, seed 0: students with 3x the steps, with and without noise")
+    b = sub.add_parser("probe", help="labels 1000: students with 3x the steps, with and without noise")
     b.add_argument("--output", default="results/noisy_student")
+    b.add_argument("--workers", type=int, default=2)
     args = ap.parse_args(argv)
     return {"run": run, "report": report, "probe": probe}[args.cmd](args)
 
