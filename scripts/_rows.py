@@ -82,3 +82,19 @@ def ranks(x) -> np.ndarray:
 def spearman(a, b) -> float:
     """Spearman's rank correlation: Pearson's r of the (tie-averaged) ranks."""
     return float(np.corrcoef(ranks(a), ranks(b))[0, 1])
+
+
+# Student's t, 0.95 quantile (two-sided 90 %), by degrees of freedom; beyond 10 the value at 10
+# (wider than exact, never narrower)
+_T90 = {1: 6.314, 2: 2.920, 3: 2.353, 4: 2.132, 5: 2.015, 6: 1.943, 7: 1.895, 8: 1.860, 9: 1.833, 10: 1.812}
+
+
+def t_interval90(values) -> list[float]:
+    """A 90 % t-interval of the mean of ``values`` (seeds); [v, v] for one value, NaNs for none."""
+    import math
+
+    v = np.asarray(values, dtype=float)
+    if v.size < 2:
+        return [float(v.mean()), float(v.mean())] if v.size else [math.nan, math.nan]
+    half = _T90[min(v.size - 1, 10)] * v.std(ddof=1) / math.sqrt(v.size)
+    return [float(v.mean() - half), float(v.mean() + half)]

@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _rows import config_key, read_rows, run_pool  # noqa: E402
+from _rows import config_key, read_rows, run_pool, t_interval90  # noqa: E402
 
 SETTINGS = {"data": "fashion-mnist", "train_images": 10000, "data_seed": 0, "epochs": 3, "batch_size": 128,
             "recipe": "adamw", "lr": 0.012, "augment": False, "finetune_epochs": 1, "finetune_lr": 0.012,
@@ -126,16 +125,6 @@ def run(args) -> int:
     return report(args)
 
 
-def _interval(values) -> list[float]:
-    """A 90 % t-interval of the mean (n >= 2), else [v, v]."""
-    v = np.asarray(values, dtype=float)
-    if v.size < 2:
-        return [float(v.mean()), float(v.mean())] if v.size else [math.nan, math.nan]
-    t90 = {2: 6.314, 3: 2.920, 4: 2.353, 5: 2.132}.get(v.size, 1.833)  # Student's t, 0.95 quantile, n-1 dof
-    half = t90 * v.std(ddof=1) / math.sqrt(v.size)
-    return [float(v.mean() - half), float(v.mean() + half)]
-
-
 def _group(rows, study):
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
@@ -152,8 +141,8 @@ def _entry(spec, train, test, g) -> dict:
     return {"spec": spec, "train_resolution": train, "test_resolution": test, "seeds": [r["seed"] for r in g],
             "train_res_accuracy": [r["train_res_accuracy"] for r in g], "no_finetune": [r["no_finetune"] for r in g],
             "finetune": [r["finetune"] for r in g],
-            "finetune_gain": {"mean": float(np.mean(gain)), "interval90": _interval(gain)},
-            "finetune_vs_train_res": {"mean": float(np.mean(vs_train)), "interval90": _interval(vs_train)}}
+            "finetune_gain": {"mean": float(np.mean(gain)), "interval90": t_interval90(gain)},
+            "finetune_vs_train_res": {"mean": float(np.mean(vs_train)), "interval90": t_interval90(vs_train)}}
 
 
 def report(args) -> int:

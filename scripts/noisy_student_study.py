@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shlex
 import subprocess
 import sys
@@ -31,6 +30,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _rows import t_interval90  # noqa: E402
 
 LABELS = (1000, 5000)
 SEEDS = (0, 1, 2)
@@ -90,16 +92,6 @@ def run(args) -> int:
     return report(args)
 
 
-def _interval(values) -> list[float]:
-    """A 90 % t-interval of the mean over seeds."""
-    v = np.asarray(values, dtype=float)
-    if v.size < 2:
-        return [float(v.mean()), float(v.mean())] if v.size else [math.nan, math.nan]
-    t90 = {2: 6.314, 3: 2.920, 4: 2.353, 5: 2.132}.get(v.size, 1.833)
-    half = t90 * v.std(ddof=1) / math.sqrt(v.size)
-    return [float(v.mean() - half), float(v.mean() + half)]
-
-
 def _read(out: Path, labels: int, seed: int, variant: str) -> dict | None:
     path = out / "runs" / f"labels{labels}-seed{seed}" / variant / "summary.json"
     return json.loads(path.read_text()) if path.exists() else None
@@ -120,7 +112,7 @@ def _probe(out: Path) -> dict | None:
         return None
     diff = [r["noisy"] - r["no-noise"] for r in rows]
     return {"steps": int(PROBE_STEPS), "labels": 1000, "rows": rows,
-            "noisy - no-noise": {"mean": float(np.mean(diff)), "interval90": _interval(diff)},
+            "noisy - no-noise": {"mean": float(np.mean(diff)), "interval90": t_interval90(diff)},
             "commands": [shlex.join(c) for r in rows for c in probe_commands(out, r["seed"])]}
 
 
@@ -150,7 +142,7 @@ def report(args) -> int:
         if row["seeds"]:
             t = np.array(row["teacher"])
             row["gains"] = {name: {"mean": float(np.mean(np.array(row[key]) - base)),
-                                   "interval90": _interval(np.array(row[key]) - base)}
+                                   "interval90": t_interval90(np.array(row[key]) - base)}
                             for name, key, base in (
                                 ("student - teacher", "student", t),
                                 ("round-1 student - teacher", "student_round1", t),

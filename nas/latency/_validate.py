@@ -37,21 +37,17 @@ __all__ = ["agreement", "floor_agreement", "spearman", "validate", "write_report
 
 def agreement(predicted: Sequence[float], measured: Sequence[float], tolerance: float = 0.10) -> dict:
     """Share within ±tolerance of the measurement, RMSPE and the worst relative error (signed)."""
-    errors = [p / m - 1.0 for p, m in zip(predicted, measured)]
-    if not errors:
-        raise ValueError("no pairs to compare")
-    worst = max(range(len(errors)), key=lambda i: abs(errors[i]))
-    return {"n": len(errors),
-            "within_10pct": sum(abs(e) <= tolerance for e in errors) / len(errors),
-            "rmspe": math.sqrt(math.fsum(e * e for e in errors) / len(errors)),
-            "mean_error": math.fsum(errors) / len(errors),
-            "worst_error": errors[worst], "worst_index": worst}
+    return _error_summary([p / m - 1.0 for p, m in zip(predicted, measured)], tolerance)
 
 
 def floor_agreement(first: Sequence[float], again: Sequence[float], tolerance: float = 0.10) -> dict:
     """Two measurements of the same members: the share whose difference is within ±tolerance of their mean
     (the noise floor), the RMS and the worst of ``(again - first) / mean``."""
-    errors = [(b - a) / ((a + b) / 2) for a, b in zip(first, again)]
+    return _error_summary([(b - a) / ((a + b) / 2) for a, b in zip(first, again)], tolerance)
+
+
+def _error_summary(errors: list[float], tolerance: float) -> dict:
+    """Relative errors -> the share within ±tolerance, RMS, mean and the worst (signed, with its index)."""
     if not errors:
         raise ValueError("no pairs to compare")
     worst = max(range(len(errors)), key=lambda i: abs(errors[i]))
