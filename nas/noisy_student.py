@@ -52,7 +52,7 @@ from .build import build_model
 from .data.dataset import Dataset
 from .data.sampling import stratified_indices
 from .spec import Spec
-from .train import TrainResult, evaluate_at, train_and_evaluate
+from .train import TrainResult, evaluate_at, input_channels, train_and_evaluate
 
 __all__ = ["PSEUDO_LABELS", "NoiseSettings", "StudentConfig", "NoisyStudent", "pseudo_label", "select_pseudo_labels",
            "split_labeled", "conform_images", "NoisyStudentError"]
@@ -147,7 +147,7 @@ def pseudo_label(model: torch.nn.Module, images: Dataset, resolution: int, *, ba
     augmentation, the images resized as the held-out split is.
     """
     model.eval()
-    channels = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d)).in_channels
+    channels = input_channels(model)
     loader = images.loader("train", batch_size=batch_size, resolution=resolution, channels=channels, shuffle=False)
     out = []
     for x, _ in loader:

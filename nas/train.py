@@ -54,7 +54,7 @@ from .recipes import RECIPES, SCHEDULES, Recipe
 from .spec import Spec, min_resolution, total_stride
 
 __all__ = ["Recipe", "RECIPES", "SCHEDULES", "TrainResult", "train_and_evaluate", "evaluate", "evaluate_at",
-           "make_optimizer", "TRAINABLE", "freeze_for",
+           "input_channels", "make_optimizer", "TRAINABLE", "freeze_for",
            "min_resolution", "total_stride", "recalibrate_bn", "AUGMENT_FROM_EPOCHS", "augment_by_default"]
 
 # Random crop + flip (nas.augment) is on by default from this many epochs of budget.
@@ -206,20 +206,25 @@ def evaluate_at(model: nn.Module, dataset, resolution: int, *, batch_size: int =
     resolution (the same draw a run of this ``seed`` and ``limit_train`` calibrates with;
     0 keeps the running averages).  The model's statistics change; its weights do not.
     """
-    channels = _in_channels(model)
+    channels = input_channels(model)
     if bn_batches > 0:
-        calib = dataset.loader("train", batch_size=batch_size, resolution=resolution, channels=channels,
-                               shuffle=True, seed=seed + 1, limit=limit_train)
-        recalibrate_bn(model, (x.to(_device_of(model)).contiguous(memory_format=MEMORY_FORMAT)
-                               for x, _ in _take(calib, bn_batches)))
+        _recalibrate(model, dataset.loader("train", batch_size=batch_size, resolution=resolution, channels=channels,
+                                           shuffle=True, seed=seed + 1, limit=limit_train), bn_batches)
     val = dataset.loader("val", batch_size=max(batch_size, 256), resolution=resolution, channels=channels,
                          shuffle=False, seed=seed, limit=limit_val)
     return evaluate(model, val)
 
 
-def _in_channels(model: nn.Module) -> int:
+def input_channels(model: nn.Module) -> int:
+    """The channels ``model`` takes: those of its first convolution."""
     first = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
     return int(first.in_channels)
+
+
+def _recalibrate(model: nn.Module, loader, batches: int) -> None:
+    """BatchNorm statistics from ``batches`` batches of ``loader``, moved to the model's device."""
+    dev = _device_of(model)
+    recalibrate_bn(model, (x.to(dev).contiguous(memory_format=MEMORY_FORMAT) for x, _ in _take(loader, batches)))
 
 
 class _Diverged(Exception):
@@ -443,9 +448,7 @@ def _evaluate_epoch(run: _Run, data: _Data, rec: Recipe, result: TrainResult, tr
     model = run.model
     done_epochs = run.step / data.steps_per_epoch
     if rec.bn_recalibration > 0:
-        dev = _device_of(model)  # calibration batches come from the CPU like every other
-        recalibrate_bn(model, (x.to(dev).contiguous(memory_format=MEMORY_FORMAT)
-                               for x, _ in _take(data.calibration, rec.bn_recalibration)))
+        _recalibrate(model, data.calibration, rec.bn_recalibration)
     acc, vloss = evaluate(model, data.val)
     if not math.isfinite(vloss):
         raise _Diverged(f"held-out loss became {vloss} after step {run.step}")

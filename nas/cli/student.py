@@ -74,23 +74,17 @@ def _student_spec(args, teacher):
 
 
 def _teacher_weights(path: str, spec, num_classes: int):
-    import torch
+    """The teacher's state dict, read and checked as every weights file is (nas.export); one line if it does not fit."""
+    from .. import export as ex
 
-    from ..build import build_model
-    if not Path(path).is_file():
-        raise UsageError(f"--teacher-weights {path}: no such file")
+    spec = spec.replace(num_classes=num_classes)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is one line
-        raise UsageError(f"--teacher-weights {path}: not a weights file ({type(e).__name__})") from None
-    fc = state.get("classifier.weight") if isinstance(state, dict) else None
-    if fc is not None and fc.shape[0] != num_classes:
-        raise UsageError(f"--teacher-weights {path}: the teacher has {fc.shape[0]} classes, the data {num_classes}")
-    try:
-        build_model(spec.replace(num_classes=num_classes)).load_state_dict(state)
-    except RuntimeError:
-        raise UsageError(f"--teacher-weights {path}: the weights do not fit the teacher spec") from None
-    return state
+        classes = ex.fit_spec_to_weights(spec, path)[0].num_classes
+        if classes != num_classes:
+            raise UsageError(f"--teacher-weights {path}: the teacher has {classes} classes, the data {num_classes}")
+        return ex.load_weights(spec, path).state_dict()
+    except ex.WeightsError as e:
+        raise UsageError(f"--teacher-weights: {e}") from None
 
 
 @command("nas-student")
@@ -139,8 +133,7 @@ def main(argv=None) -> int:
                            unlabeled_name=args.unlabeled, teacher_weights=weights, progress=not args.quiet,
                            log=(lambda t: None) if args.quiet else (lambda t: print(f"nas-student: {t}", file=sys.stderr)),
                            device=device)
-        run.check_directory()
-        summary = run.run()
+        summary = run.run()  # refuses a directory made for another request before writing
     except NoisyStudentError as e:
         raise UsageError(str(e)) from None
     except RuntimeError as e:
